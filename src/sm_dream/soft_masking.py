@@ -1,0 +1,215 @@
+# Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
+"""Soft-masking (SM): the feedback a still-masked position receives from the previous step.
+
+For a position l that stays masked after a denoising step (SPEC section 1, paper eq. 1-2):
+
+    p      = softmax(logits_l)                    raw distribution, temperature 1, full vocabulary
+    H      = -sum_v p_v log p_v                   entropy in nats, float32, 0 log 0 = 0
+    lam    = w_s * sigmoid(w_a * (-H - w_b))      in [0, w_s]
+    pi     = top-k of p, renormalised to sum 1
+    e_l    = (1 - lam) * E[mask] + lam * sum_i pi_i * E[topk_i]
+
+The work is split in two so that one producer and one consumer exist:
+- `feedback_from_logits` turns a step's (shift-aligned) logits into a parameter-free
+  `SoftMaskFeedback` (entropy, top-k ids and weights) at the positions that need it.
+- `SoftMaskParams` holds the trainable w_s, w_a, w_b (stored raw, read mapped) and maps entropy to
+  lambda; `soft_masked_embeddings` blends, and is called by the model inside its `forward` so that
+  gradients reach the parameters and sharded (ZeRO-3) weights are gathered.
+
+This file is copied into every saved checkpoint: it imports only torch.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class SoftMaskFeedback:
+    """Feedback for the next step, one row per position that had a prediction.
+
+    positions: (b, l) bool, where the rows below belong (row-major order of `positions.nonzero()`).
+    entropy: (n,) float32 entropy of the raw softmax at each position.
+    topk_ids: (n, k) long, the k most likely tokens.
+    topk_probs: (n, k) float32, their probabilities renormalised to sum 1.
+    logits: (n, V) float32 raw logits, only for the full-vocabulary variant (else None).
+    scale: (b,) float32 per-sequence factor on lambda (time schedule, per-sample SM switch), or None.
+    """
+
+    positions: torch.Tensor
+    entropy: torch.Tensor
+    topk_ids: torch.Tensor
+    topk_probs: torch.Tensor
+    logits: Optional[torch.Tensor] = None
+    scale: Optional[torch.Tensor] = None
+
+    def with_scale(self, scale) -> "SoftMaskFeedback":
+        """A copy whose lambda is multiplied by `scale` (a float or a (b,) tensor)."""
+        b = self.positions.shape[0]
+        scale = torch.as_tensor(scale, dtype=torch.float32, device=self.positions.device).expand(b)
+        if self.scale is not None:
+            scale = scale * self.scale
+        return SoftMaskFeedback(self.positions, self.entropy, self.topk_ids, self.topk_probs, self.logits, scale)
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of softmax(logits) over the last dim, computed in float32; 0 log 0 = 0."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    p = logp.exp()
+    return -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(-1)
+
+
+def feedback_from_logits(
+    logits: torch.Tensor,
+    positions: torch.Tensor,
+    k: int,
+    full_vocab: bool = False,
+    chunk_size: int = 1024,
+) -> SoftMaskFeedback:
+    """The one place where a step's logits become SM feedback.
+
+    Args:
+        logits: shift-aligned logits, either (b, l, V) for every position or (n, V) rows that belong
+            to `positions` in row-major order. Raw model logits: no temperature, top-p or top-k.
+        positions: (b, l) bool, the positions that get feedback (those still masked).
+        k: number of top tokens kept.
+        full_vocab: also keep the float32 logits for the k = |V| variant.
+        chunk_size: rows processed at a time, bounding the float32 (rows, V) temporaries.
+    """
+    rows = logits[positions] if logits.dim() == 3 else logits  # (n, V)
+    if rows.shape[0] != int(positions.sum()):
+        raise ValueError(f"got {rows.shape[0]} logit rows for {int(positions.sum())} positions")
+    entropies, ids, probs = [], [], []
+    for chunk in rows.split(chunk_size):
+        logp = torch.log_softmax(chunk.float(), dim=-1)  # (c, V)
+        p = logp.exp()
+        entropies.append(-torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(-1))
+        top_p, top_i = p.topk(k, dim=-1)  # (c, k)
+        ids.append(top_i)
+        probs.append(top_p / top_p.sum(-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny))
+    n, device = rows.shape[0], rows.device
+    return SoftMaskFeedback(
+        positions=positions,
+        entropy=torch.cat(entropies) if n else torch.zeros(0, device=device),
+        topk_ids=torch.cat(ids) if n else torch.zeros(0, k, dtype=torch.long, device=device),
+        topk_probs=torch.cat(probs) if n else torch.zeros(0, k, device=device),
+        logits=rows.float() if full_vocab else None,
+    )
+
+
+def _softplus_inv(y: float) -> float:
+    return y + math.log(-math.expm1(-y))
+
+
+class SoftMaskParams(nn.Module):
+    """The trainable SM parameters: w_s = sigmoid(s_raw), w_a = softplus(a_raw), w_b = -softplus(b_raw).
+
+    Each is stored with shape (1,) (DeepSpeed cannot broadcast 0-d parameters). With
+    `full_vocab=True` a fourth parameter holds the blend temperature tau = softplus(tau_raw).
+    Calling the module maps an entropy tensor to lambda.
+    """
+
+    def __init__(self, init: Dict[str, float]):
+        super().__init__()
+        for name, value in init.items():
+            setattr(self, name, nn.Parameter(torch.tensor([float(value)])))
+        self._init = dict(init)
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            for name, value in self._init.items():
+                getattr(self, name).fill_(value)
+
+    @property
+    def w_s(self) -> torch.Tensor:
+        return torch.sigmoid(self.s_raw.float())
+
+    @property
+    def w_a(self) -> torch.Tensor:
+        return F.softplus(self.a_raw.float())
+
+    @property
+    def w_b(self) -> torch.Tensor:
+        return -F.softplus(self.b_raw.float())
+
+    @property
+    def tau(self) -> torch.Tensor:
+        return F.softplus(self.tau_raw.float())
+
+    def mapped(self) -> Dict[str, float]:
+        """The values a person reads: w_s, w_a, w_b (and tau), as floats."""
+        out = {"w_s": self.w_s.item(), "w_a": self.w_a.item(), "w_b": self.w_b.item()}
+        if hasattr(self, "tau_raw"):
+            out["tau"] = self.tau.item()
+        return out
+
+    def forward(self, entropy: torch.Tensor) -> torch.Tensor:
+        """lambda = w_s * sigmoid(w_a * (-H - w_b)), float32, same shape as `entropy`."""
+        return self.w_s * torch.sigmoid(self.w_a * (-entropy.float() - self.w_b))
+
+
+def soft_masked_embeddings(
+    embeds: torch.Tensor,
+    input_ids: torch.Tensor,
+    mask_token_id: int,
+    feedback: SoftMaskFeedback,
+    params: SoftMaskParams,
+    embed: nn.Module,
+) -> torch.Tensor:
+    """Blend SM feedback into `embeds` at positions that are masked in `input_ids` and have feedback.
+
+    embeds: (b, l, d) token embeddings of `input_ids`, so masked rows hold E[mask].
+    embed: the input embedding module; called on ids (k-row gather) or, for the full-vocabulary
+        variant, on a (n, V) probability matrix (dense pi @ E). Other positions are returned unchanged.
+    """
+    keep = input_ids[feedback.positions] == mask_token_id  # (n,) rows still masked
+    where = feedback.positions & (input_ids == mask_token_id)  # (b, l)
+    if not bool(keep.any()):
+        return embeds
+    lam = params(feedback.entropy[keep])  # (m,) float32
+    if feedback.scale is not None:
+        batch_of_row = where.nonzero()[:, 0]
+        lam = lam * feedback.scale.to(lam.device)[batch_of_row]
+    if feedback.logits is not None:
+        pi = torch.softmax(feedback.logits[keep] / params.tau, dim=-1)  # (m, V)
+        target = embed(pi).float()  # (m, d)
+    else:
+        cand = embed(feedback.topk_ids[keep]).float()  # (m, k, d)
+        target = (feedback.topk_probs[keep].unsqueeze(-1) * cand).sum(-2)  # (m, d)
+    current = embeds[where].float()  # (m, d), E[mask]
+    blended = (1.0 - lam).unsqueeze(-1) * current + lam.unsqueeze(-1) * target
+    return embeds.index_put(tuple(where.nonzero().t()), blended.to(embeds.dtype))
+
+
+# ----------------------------------------------------------------------------------------------
+# Time-dependent SM at inference (paper B.4; SPEC section 1). f = s / T is the fraction of steps done.
+
+
+def _sm_then_binary(f: float, threshold: float) -> float:
+    return 1.0 if f < 1.0 - threshold else 0.0
+
+
+def _binary_then_sm(f: float, threshold: float) -> float:
+    return 1.0 if f >= 1.0 - threshold else 0.0
+
+
+SM_SCHEDULE_FUNCTIONS: Dict[str, Callable[[float, float], float]] = {
+    "none": lambda f, threshold: 1.0,
+    "sm_then_binary": _sm_then_binary,  # SM during the first (1 - t') of the steps
+    "binary_then_sm": _binary_then_sm,  # SM during the last t' of the steps
+    "linear_sm_to_binary": lambda f, threshold: 1.0 - f,
+    "linear_binary_to_sm": lambda f, threshold: f,
+}
+
+
+def schedule_factor(name: str, step: int, total_steps: int, threshold: float = 0.2) -> float:
+    """The factor on lambda at step `step` (0-based) of `total_steps` under schedule `name`."""
+    if name not in SM_SCHEDULE_FUNCTIONS:
+        raise ValueError(f"sm_schedule={name!r} is unknown; choose one of {list(SM_SCHEDULE_FUNCTIONS)}.")
+    if total_steps <= 0:
+        raise ValueError(f"total_steps={total_steps} must be positive.")
+    return float(SM_SCHEDULE_FUNCTIONS[name](step / total_steps, threshold))
