@@ -21,6 +21,7 @@ from transformers.modeling_outputs import BaseModelOutput, ModelOutput
 from transformers.utils import logging
 
 from .configuration_sm_dream import SoftMaskDreamConfig
+from .generation_utils import SoftMaskDreamGenerationMixin
 from .soft_masking import SoftMaskFeedback, SoftMaskParams, soft_masked_embeddings
 
 logger = logging.get_logger(__name__)
@@ -313,7 +314,7 @@ class SoftMaskDreamOutput(ModelOutput):
     attentions: Optional[Tuple[torch.FloatTensor, ...]] = None
 
 
-class SoftMaskDreamForDiffusionLM(SoftMaskDreamPreTrainedModel):
+class SoftMaskDreamForDiffusionLM(SoftMaskDreamGenerationMixin, SoftMaskDreamPreTrainedModel):
     """Dream with soft-masking: the backbone, the LM head and the SM parameters.
 
     `forward(input_ids, ..., sm_feedback=...)` builds the input embeddings itself: token embeddings
