@@ -85,12 +85,16 @@ def feedback_from_logits(
         raise ValueError(f"got {rows.shape[0]} logit rows for {int(positions.sum())} positions")
     entropies, ids, probs = [], [], []
     for chunk in rows.split(chunk_size):
-        logp = torch.log_softmax(chunk.float(), dim=-1)  # (c, V)
-        p = logp.exp()
-        entropies.append(-torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(-1))
-        top_p, top_i = p.topk(k, dim=-1)  # (c, k)
+        z = chunk.to(torch.float32, copy=True)  # (c, V), a private copy changed in place below
+        z.sub_(z.max(-1, keepdim=True).values).clamp_min_(-1e30)  # -inf -> finite floor, so 0 * z = 0
+        e = z.exp()  # unnormalised probabilities
+        total = e.sum(-1)  # (c,)
+        # H = -sum p log p with p = e / total, log p = z - log(total); the dot product as a batched matmul
+        dot = (e.unsqueeze(1) @ z.unsqueeze(2)).view(-1)  # (c,) = sum_v e_v z_v
+        entropies.append(total.log() - dot / total)
+        top_e, top_i = e.topk(k, dim=-1)  # (c, k)
         ids.append(top_i)
-        probs.append(top_p / top_p.sum(-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny))
+        probs.append(top_e / top_e.sum(-1, keepdim=True))
     n, device = rows.shape[0], rows.device
     return SoftMaskFeedback(
         positions=positions,
