@@ -1,14 +1,148 @@
 # Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
-"""Block-wise semi-autoregressive decoding with KV caching, threshold decoding and SM.
+"""Fast decoding: block-wise semi-autoregressive steps, KV caching, threshold decoding and ReMDM, with SM.
+
+The canvas is the prompt (P tokens) followed by N masks, cut into blocks of `block_length` B:
+[P + kB, P + (k + 1)B) (the last one may be shorter). Blocks are decoded left to right; each step
+runs the model and commits tokens *inside the active block only* (Fast-dLLM, Wu et al. 2025, Alg. 1).
+
+Per block, the first step is a *refresh*: a full forward over the canvas, which records the KV
+cache (`use_cache=True`: prefix cache; `dual_cache=True`: prefix + suffix cache). The other steps
+run a window against the cache: [b0 - 1, L) (prefix) or [b0 - 1, b1) (dual) for the block
+[b0, b1). The window starts one position early because Dream predicts position j from the hidden
+state at j - 1: the first block position gets a fresh prediction at every step and is committed by
+the same confidence rule as the others (Fast-dLLM's code instead commits it unconditionally in the
+refresh pass). `cache_refresh_interval=n` also refreshes every n steps inside a block (1 = every
+step, i.e. exact uncached decoding). Without a cache every step is a full forward.
+
+What a step commits in the block (with M_b its masks in a row):
+    fixed steps     (threshold None): the `steps` are split over the blocks in proportion to their
+                    length; block k runs Dream's algorithm `alg` on linspace(1, eps, steps_k + 1):
+                    floor(M_b (1 - s/t)) per row, all at the block's last step.
+    threshold tau:  every masked block position whose confidence p(x0) (the probability of its
+                    sampled token under the sampling distribution) is >= tau, and at least the most
+                    confident one per row that still has masks. `alg`/`alg_temp`/`steps` are unused;
+                    tau > 1 commits one token per step, tau = 0 fills a block in one step. Rows that
+                    finish a block early wait (commit nothing) until every row has finished it.
+    remasking:      ReMDM (`remasking.py`) on the block's time grid: masks decode with p_unmask
+                    (`origin`: each independently; confidence algorithms: floor(M_b p_unmask) most
+                    confident) and tokens the generation decoded in the block before this step are
+                    remasked with probability sigma_t. Needs fixed steps (not `threshold`).
+
+Soft-masking. A pass produces SM feedback (`feedback_from_logits`) at the masked positions it
+predicts: a full pass at every masked position of the canvas, a window pass at the masked positions
+of the active block (plus the block's remasking candidates). Every masked position enters a pass
+with the latest feedback it has: the active block's masks get the previous step's, the suffix
+masks (positions after the block) get those of the last full pass, i.e. the previous refresh; the
+first pass has none. So with a prefix cache the suffix inputs inside a block are exactly the ones
+its dual-cache K/V were computed from, and without a cache every mask gets the previous step's
+feedback, as in the plain loop. Time schedules (`sm_schedule`) use f = step / steps with fixed
+steps, and each row's decoded share of the N tokens with `threshold`.
 
 This file is carried inside saved checkpoints: it imports only torch and its siblings.
 """
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
 
 import torch
 
-from .soft_masking import SoftMaskFeedback
+from .cache import BlockKVCache, make_kv_cache
+from .remasking import RemaskingSchedule, get_remasking_schedule, remask_plan, sample_remask
+from .soft_masking import SoftMaskFeedback, feedback_from_logits, schedule_factor
+from .unmasking import (
+    StepPlan,
+    diffusion_timesteps,
+    get_unmasking_algorithm,
+    max_prob_confidence,
+    sample_tokens,
+    suppress_tokens,
+    tokens_to_unmask,
+    top_per_row,
+    transfer_probability,
+)
+
+# Generation-config fields of fast decoding and their defaults (see `SoftMaskDreamGenerationConfig`).
+FAST_DECODING_DEFAULTS = dict(
+    block_length=None,
+    use_cache=False,
+    dual_cache=False,
+    cache_refresh_interval=None,
+    threshold=None,
+    remasking=None,
+    remasking_eta=None,
+    remasking_t_on=None,
+    remasking_t_off=None,
+    remasking_alpha_on=None,
+)
+DEFAULT_CACHED_BLOCK_LENGTH = 32
+
+
+def uses_fast_decoding(config) -> bool:
+    """Whether `diffusion_generate` must take the block loop instead of Dream's plain loop."""
+    return (
+        config.block_length is not None
+        or bool(config.use_cache or config.dual_cache)
+        or config.threshold is not None
+        or config.remasking not in (None, "none")
+    )
+
+
+@dataclass
+class BlockPlan:
+    """blocks: canvas [start, end) per block; steps: fixed steps per block (None with threshold)."""
+
+    blocks: List[Tuple[int, int]]
+    steps: List[Optional[int]]
+    cache_kind: Optional[str]
+    refresh_interval: Optional[int]
+    remasking: RemaskingSchedule
+
+
+def _check_fields(config) -> None:
+    checks = [
+        ("block_length", config.block_length is None or (_is_int(config.block_length) and config.block_length >= 1),
+         "it must be an integer >= 1 or None"),
+        ("threshold", config.threshold is None or config.threshold >= 0, "it must be >= 0 (e.g. 0.9) or None"),
+        ("cache_refresh_interval", config.cache_refresh_interval is None
+         or (_is_int(config.cache_refresh_interval) and config.cache_refresh_interval >= 1), "it must be >= 1 or None"),
+        ("remasking", config.remasking is None or config.threshold is None or config.remasking == "none",
+         "ReMDM needs a time grid: use fixed steps (threshold=None)"),
+    ]
+    for name, ok, fix in checks:
+        if not ok:
+            raise ValueError(f"{name}={getattr(config, name)!r} is invalid: {fix}.")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def plan_blocks(config, prompt_length: int, new_tokens: int) -> BlockPlan:
+    """Blocks, per-block steps, cache kind and remasking schedule for this call (ValueError if invalid)."""
+    _check_fields(config)
+    cache_kind = "dual" if config.dual_cache else ("prefix" if config.use_cache else None)
+    length = config.block_length or (DEFAULT_CACHED_BLOCK_LENGTH if cache_kind else new_tokens)
+    length = min(length, new_tokens)
+    starts = list(range(prompt_length, prompt_length + new_tokens, length))
+    blocks = [(s, min(s + length, prompt_length + new_tokens)) for s in starts]
+    steps: List[Optional[int]] = [None] * len(blocks)
+    if config.threshold is None:  # the steps, split in proportion to block length (cumulative rounding)
+        bounds = [round(config.steps * (end - prompt_length) / new_tokens) for _, end in blocks]
+        steps = [b - a for a, b in zip([0] + bounds[:-1], bounds)]
+        if min(steps) < 1:
+            raise ValueError(
+                f"steps={config.steps} cannot give each of the {len(blocks)} blocks of block_length={length} a step; "
+                "raise steps (or nfe_budget) or block_length."
+            )
+    schedule = get_remasking_schedule(
+        config.remasking, eta=config.remasking_eta, t_on=config.remasking_t_on,
+        t_off=config.remasking_t_off, alpha_on=config.remasking_alpha_on,
+    )
+    return BlockPlan(blocks, steps, cache_kind, config.cache_refresh_interval, schedule)
+
+
+# ----------------------------------------------------------------------------------------------
+# SM feedback bookkeeping: feedback rows belong to canvas positions; these keep them together.
 
 
 def _row_index(positions: torch.Tensor) -> torch.Tensor:
@@ -34,18 +168,22 @@ def window_feedback(feedback: Optional[SoftMaskFeedback], start: int, end: int) 
     )
 
 
-def merge_feedback(old: Optional[SoftMaskFeedback], new: Optional[SoftMaskFeedback]) -> Optional[SoftMaskFeedback]:
-    """Feedback at the union of both position sets; where both have a row, `new` wins. No scale."""
+def merge_feedback(
+    old: Optional[SoftMaskFeedback], new: Optional[SoftMaskFeedback], keep: Optional[torch.Tensor] = None
+) -> Optional[SoftMaskFeedback]:
+    """Feedback at the union of both position sets (within `keep`, (b, l) bool); `new` wins. No scale."""
     if old is None or new is None:
         return new if old is None else old
     positions = old.positions | new.positions  # (b, l)
+    if keep is not None:
+        positions = positions & keep
     old_rows, new_rows = _row_index(old.positions)[positions], _row_index(new.positions)[positions]  # (n,)
     from_new = new_rows >= 0
 
     def pick(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         if a is None or b is None:
             return None
-        out = a.new_empty((positions.sum().item(),) + tuple(a.shape[1:]))
+        out = a.new_empty((int(positions.sum()),) + tuple(a.shape[1:]))
         out[from_new] = b[new_rows[from_new]]
         out[~from_new] = a[old_rows[~from_new]]
         return out
@@ -57,3 +195,171 @@ def merge_feedback(old: Optional[SoftMaskFeedback], new: Optional[SoftMaskFeedba
         topk_probs=pick(old.topk_probs, new.topk_probs),
         logits=pick(old.logits, new.logits),
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop.
+
+
+def threshold_algorithm(threshold: float):
+    """Threshold decoding as an unmasking algorithm: confidence p(x0); commit every candidate with
+    confidence >= threshold and, per row, at least the most confident one."""
+    from .unmasking import UnmaskingAlgorithm
+
+    def select(confidence: torch.Tensor, candidates: torch.Tensor, plan: StepPlan) -> torch.Tensor:
+        at_least_one = top_per_row(confidence, candidates, torch.ones_like(plan.counts))
+        return at_least_one | (candidates & (confidence >= threshold))
+
+    return UnmaskingAlgorithm(max_prob_confidence, select)
+
+
+class BlockDecoder:
+    """One block-mode `diffusion_generate` call: the model, its KV cache and the SM feedback store."""
+
+    def __init__(self, model, attention_mask, prompt_length: int, config, plan: BlockPlan, logits_hook=None,
+                 generator=None):
+        self.model, self.attention_mask, self.config, self.plan = model, attention_mask, config, plan
+        self.prompt_length, self.logits_hook, self.generator = prompt_length, logits_hook, generator
+        self.mask_id = config.mask_token_id
+        self.cache: Optional[BlockKVCache] = make_kv_cache(plan.cache_kind) if plan.cache_kind else None
+        self.feedback: Optional[SoftMaskFeedback] = None  # latest feedback of every masked position
+        self.remasks = config.remasking not in (None, "none")
+        self.position_ids = None  # (b, l), the canvas positions, for windowed passes
+        self.nfe = 0
+        if config.threshold is not None:
+            self.algorithm = threshold_algorithm(float(config.threshold))
+        else:
+            self.algorithm = get_unmasking_algorithm(config.alg)
+
+    def run(self, x: torch.Tensor, tokens_hook=None):
+        """Decode every block. Returns (x, history, trace) like the plain loop."""
+        from .generation_utils import _as_list, finished_rows  # deferred: generation_utils imports this module
+
+        x = tokens_hook(None, x, None) if tokens_hook is not None else x
+        eos = torch.tensor(_as_list(self.config.eos_token_id), dtype=x.dtype, device=x.device)
+        history, trace, step = [], [], 0
+        for (start, end), n_steps in zip(self.plan.blocks, self.plan.steps):
+            grid = self._grid(n_steps, x.device)
+            i = 0
+            while (i < n_steps) if n_steps is not None else bool((x[:, start:end] == self.mask_id).any()):
+                x, logits = self.step(x, start, end, i, grid, step)
+                x = tokens_hook(step, x, logits) if tokens_hook is not None else x
+                if self.config.output_history:
+                    history.append(x.clone())
+                    trace.append(self.model._trace_step(self._scaled_feedback(x, step + 1)))
+                step, i = step + 1, i + 1
+                if self.config.stop_when_finished and bool(finished_rows(x, self.prompt_length, self.mask_id, eos).all()):
+                    return (x.masked_fill(x == self.mask_id, int(eos[0])) if len(eos) else x), history, trace
+        return x, history, trace
+
+    def _grid(self, n_steps: Optional[int], device):
+        """(timesteps, per-step remasking probabilities) of a fixed-step block; None with threshold."""
+        if n_steps is None:
+            return None
+        timesteps = diffusion_timesteps(n_steps, self.config.eps, device=device)
+        return timesteps, remask_plan(self.plan.remasking, timesteps)
+
+    def step(self, x, start: int, end: int, i: int, grid, global_step: int):
+        """One forward pass and the commits (and remasks) it decides in the block [start, end)."""
+        masked = x == self.mask_id  # (b, l)
+        in_block = torch.zeros_like(masked)
+        in_block[:, start:end] = True
+        block_masked, decoded = masked & in_block, in_block & ~masked
+        interval = self.plan.refresh_interval
+        full = self.cache is None or i == 0 or (interval is not None and i % interval == 0)
+        targets = block_masked
+        if self.config.soft_masking:  # feedback wherever this pass predicts a mask (or a remask candidate)
+            targets = (masked if full else block_masked) | (decoded if self.remasks else torch.zeros_like(masked))
+        raw, rows, logits = self._predict(x, start, end, full, targets, block_masked, global_step)
+        x_next = self._commit(x, block_masked, rows, i, grid)
+        if grid is not None and grid[1][i].remask > 0:
+            x_next = x_next.masked_fill(sample_remask(decoded, grid[1][i].remask, self.generator), self.mask_id)
+        self._update_feedback(x_next, targets, raw, full)
+        return x_next, logits
+
+    def _predict(self, x, start, end, full, targets, block_masked, global_step):
+        """Raw shift-aligned rows at `targets`, the rows to sample from at `block_masked` (after the
+        logits hook), and the (b, l, V) logits given to the hook (NaN where the pass predicts nothing)."""
+        from .modeling_sm_dream import default_position_ids, shift_right  # deferred: modeling imports us
+
+        length = x.shape[1]
+        first = max(start - 1, 0)  # the window starts one early: Dream predicts j from j - 1
+        ws, we = (0, length) if full else (first, length if self.plan.cache_kind == "prefix" else end)
+        feedback = self._scaled_feedback(x, global_step)
+        kwargs = dict(sm_feedback=feedback if full else window_feedback(feedback, ws, we))
+        if self.cache is not None:
+            if full:
+                self.cache.begin_refresh()
+            if self.position_ids is None:
+                self.position_ids = default_position_ids(self.attention_mask, x.shape[0], length, 0, x.device)
+            kwargs.update(position_ids=self.position_ids[:, ws:we], past_key_values=self.cache)
+        self.nfe += 1
+        if self.logits_hook is None:
+            raw = self.model(x[:, ws:we], self.attention_mask, target_mask=targets[:, ws:we], **kwargs).logits  # (n, V)
+            rows, logits = raw[block_masked[targets]], None
+        else:
+            shifted = shift_right(self.model(x[:, ws:we], self.attention_mask, **kwargs).logits)  # (b, w, V)
+            logits = shifted.new_full((x.shape[0], length, shifted.shape[-1]), float("nan"))
+            lo = ws + 1 if ws > 0 else 0  # a window's own first row predicts nothing
+            logits[:, lo:we] = shifted[:, lo - ws:]
+            raw = logits[targets]  # a copy: the hook may edit `logits` in place
+            logits = self.logits_hook(global_step, x, logits)
+            rows = logits[block_masked]
+        if full and self.cache is not None:
+            self.cache.set_window(first, length if self.plan.cache_kind == "prefix" else end)
+        return raw, rows, logits
+
+    def _commit(self, x, block_masked, rows, i: int, grid):
+        """Dream's unmasking inside the block (fixed steps, ReMDM counts) or threshold decoding."""
+        from .generation_utils import unmask_step  # deferred: generation_utils imports this module
+
+        num_masked = block_masked.sum(-1)  # (b,)
+        if grid is None:
+            plan = StepPlan(counts=num_masked, transfer_prob=1.0, generator=self.generator)
+        else:
+            timesteps, probabilities = grid
+            counts, transfer = tokens_to_unmask(num_masked, timesteps, i), transfer_probability(timesteps, i)
+            p = probabilities[i]
+            if p.remask > 0 or not self.plan.remasking.keeps_dream_alpha:
+                counts, transfer = (num_masked.float() * p.unmask).long(), p.unmask
+                if i == len(probabilities) - 1:
+                    counts = num_masked
+            plan = StepPlan(counts=counts, transfer_prob=transfer, alg_temp=self.config.alg_temp, generator=self.generator)
+        return unmask_step(x, block_masked, rows, self.algorithm, plan, self.config)
+
+    def _update_feedback(self, x, targets, raw, full: bool) -> None:
+        """Feedback from this pass for the predicted positions that are (still or again) masked."""
+        if not self.config.soft_masking:
+            return
+        masked = x == self.mask_id
+        still = targets & masked  # (b, l)
+        new = None
+        if bool(still.any()):
+            k, full_vocab = self.model.config.sm_top_k, self.model.config.sm_full_vocab
+            new = feedback_from_logits(raw[still[targets]], still, k=k, full_vocab=full_vocab)
+        # A full pass predicted every mask: its feedback replaces the store.
+        self.feedback = new if full else merge_feedback(self.feedback, new, keep=masked)
+
+    def _scaled_feedback(self, x, global_step: int) -> Optional[SoftMaskFeedback]:
+        """The stored feedback times the SM time schedule (None where the schedule gives 0)."""
+        if self.feedback is None or not self.config.soft_masking:
+            return None
+        name, t_prime = self.config.sm_schedule, self.config.sm_threshold
+        if self.config.threshold is None:
+            scale = schedule_factor(name, global_step, self.config.steps, t_prime)
+            return None if scale == 0.0 else self.feedback.with_scale(scale)
+        generated = x[:, self.prompt_length:]
+        total = generated.shape[1]
+        decoded = (generated != self.mask_id).sum(-1).tolist()  # per row: f = decoded / N
+        scales = [schedule_factor(name, d, total, t_prime) for d in decoded]
+        return None if max(scales) == 0.0 else self.feedback.with_scale(torch.tensor(scales))
+
+
+def block_diffusion_sample(model, x, attention_mask, prompt_length, config, tokens_hook=None, logits_hook=None,
+                           generator=None):
+    """The block loop behind `diffusion_generate(block_length=..., use_cache=..., threshold=...,
+    remasking=...)`. Returns (x, history, trace, nfe) like the plain loop."""
+    plan = plan_blocks(config, prompt_length, x.shape[1] - prompt_length)
+    decoder = BlockDecoder(model, attention_mask, prompt_length, config, plan, logits_hook, generator)
+    x, history, trace = decoder.run(x, tokens_hook)
+    return x, history, trace, decoder.nfe

@@ -27,6 +27,7 @@ import torch
 from transformers import GenerationConfig
 from transformers.modeling_outputs import ModelOutput
 
+from .block_generation import FAST_DECODING_DEFAULTS, block_diffusion_sample, uses_fast_decoding
 from .soft_masking import SM_SCHEDULE_FUNCTIONS, SoftMaskFeedback, feedback_from_logits, schedule_factor
 from .unmasking import (
     UNMASKING_ALGORITHMS,
@@ -65,6 +66,15 @@ class SoftMaskDreamGenerationConfig(GenerationConfig):
             (Dream's tokenizers end with the mask token).
         stop_when_finished (`bool`, False): stop once no row has a [MASK] before its first eos; the
             text up to the first eos is then exactly that of the full run, later positions are eos.
+    Fast decoding (`block_generation.py`; any of these set takes the block loop):
+        block_length (`int`, None): semi-autoregressive blocks; None = 32 with a cache, else one block.
+        use_cache (`bool`, False): prefix KV cache, refreshed once per block (Fast-dLLM).
+        dual_cache (`bool`, False): prefix + suffix KV cache (implies a cache).
+        cache_refresh_interval (`int`, None): also refresh every n steps inside a block.
+        threshold (`float`, None): commit every block mask with confidence >= threshold (at least
+            one per step); `steps`, `alg` and `alg_temp` are then unused. Fast-dLLM uses 0.9.
+        remasking (`str`, None): ReMDM schedule ("cap", "rescale", "loop"), with remasking_eta,
+            remasking_t_on, remasking_t_off, remasking_alpha_on (None = the schedule's defaults).
     """
 
     def __init__(self, **kwargs):
@@ -80,9 +90,12 @@ class SoftMaskDreamGenerationConfig(GenerationConfig):
         self.sm_threshold = kwargs.pop("sm_threshold", None)
         self.tokenizer_vocab_size = kwargs.pop("tokenizer_vocab_size", None)
         self.stop_when_finished = kwargs.pop("stop_when_finished", False)
+        fast = {key: kwargs.pop(key, value) for key, value in FAST_DECODING_DEFAULTS.items()}
         for key, value in _DREAM_DEFAULTS.items():
             kwargs.setdefault(key, value)
         super().__init__(**kwargs)
+        for key, value in fast.items():  # after super(): GenerationConfig has its own `use_cache`
+            setattr(self, key, value)
 
     @classmethod
     def from_model_config(cls, model_config) -> "SoftMaskDreamGenerationConfig":
@@ -154,7 +167,7 @@ def resolve_steps(config: SoftMaskDreamGenerationConfig, max_new_tokens: int) ->
     steps = config.steps
     if config.nfe_budget is not None:
         steps = max(1, round(max_new_tokens * config.nfe_budget))
-    if steps > max_new_tokens and config.alg != "origin":
+    if steps > max_new_tokens and config.alg != "origin" and config.threshold is None:
         raise ValueError(
             f"steps={steps} exceeds max_new_tokens={max_new_tokens} with alg={config.alg!r}: steps beyond one "
             "token each unmask nothing. Use steps <= max_new_tokens (nfe_budget <= 1) or alg='origin'."
@@ -293,6 +306,9 @@ class SoftMaskDreamGenerationMixin:
 
     def _diffusion_sample(self, x, attention_mask, prompt_length, config, tokens_hook, logits_hook, generator):
         """The denoising loop: `steps` forward passes, unmasking and SM feedback in between."""
+        if uses_fast_decoding(config):
+            return block_diffusion_sample(self, x, attention_mask, prompt_length, config, tokens_hook, logits_hook,
+                                          generator)
         algorithm = get_unmasking_algorithm(config.alg)
         timesteps = diffusion_timesteps(config.steps, config.eps, device=x.device)
         eos_ids = torch.tensor(_as_list(config.eos_token_id), dtype=x.dtype, device=x.device)

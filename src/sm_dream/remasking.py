@@ -48,6 +48,8 @@ class RemaskProbabilities:
 class RemaskingSchedule:
     """sigma_t = 0 on alpha(t) = 1 - t: plain MDLM / Dream decoding."""
 
+    keeps_dream_alpha = True  # alpha(t) = 1 - t: with sigma_t = 0 a step is exactly Dream's
+
     def alpha(self, t: float) -> float:
         return 1.0 - t
 
@@ -96,6 +98,8 @@ class RescaleSchedule(RemaskingSchedule):
 
 class LoopSchedule(RemaskingSchedule):
     """ReMDM-loop: decode to alpha_on by t_on, remask/decode in equilibrium until t_off, then finish."""
+
+    keeps_dream_alpha = False
 
     def __init__(self, eta: float = 0.02, t_on: float = 0.55, t_off: float = 0.05, alpha_on: float = 0.9):
         if not 0.0 < t_off < t_on < 1.0:
