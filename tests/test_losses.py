@@ -58,8 +58,10 @@ def _reference_loss(model, ids, att, resp, masked, t, sm_on):
 
 
 def _count_forwards(model):
+    """Records the input_ids shape of every forward call."""
     calls = []
-    model.register_forward_pre_hook(lambda *a: calls.append(1))
+    model.register_forward_pre_hook(lambda m, args, kwargs: calls.append(tuple(kwargs.get("input_ids", kwargs.get("inputs_embeds")).shape[:2])),
+                                    with_kwargs=True)
     return calls
 
 
@@ -83,7 +85,7 @@ def test_two_pass_loss_equals_reference_blend():
     sm_on = torch.tensor([True, False, True])
     calls = _count_forwards(model)
     out = sm_two_pass_loss(model, ids, att, resp, noise.masked, noise.t, sm_on)
-    assert len(calls) == 2 and out.first_pass
+    assert calls == [(2, 12), (3, 12)] and out.first_pass  # pass 1 only on the two SM samples
     ref = _reference_loss(model, ids, att, resp, noise.masked, noise.t, sm_on)
     assert out.loss.item() == pytest.approx(ref.item(), rel=1e-5)
     binary = masked_diffusion_loss(model, ids, att, resp, noise.masked, noise.t)
@@ -99,9 +101,21 @@ def test_first_pass_with_no_sm_sample_gives_the_binary_loss():
     sm_off = torch.zeros(3, dtype=torch.bool)
     calls = _count_forwards(model)
     forced = sm_two_pass_loss(model, ids, att, resp, noise.masked, noise.t, sm_off, first_pass=True)
-    assert len(calls) == 2 and forced.first_pass and forced.lam.numel() == 0
+    assert calls == [(1, 12), (3, 12)] and forced.first_pass and forced.lam.numel() == 0
     binary = masked_diffusion_loss(model, ids, att, resp, noise.masked, noise.t)
     assert forced.loss.item() == binary.loss.item()
+
+
+def test_first_pass_is_trimmed_to_the_attended_length_of_its_samples():
+    model = _model()
+    ids, att, resp, noise = _batch()
+    att[:, -2:] = 0  # every row now ends with padding
+    resp &= att.bool()
+    masked = noise.masked & resp
+    masked[:, 6] = True  # keep a masked token in every row
+    calls = _count_forwards(model)
+    sm_two_pass_loss(model, ids, att, resp, masked, noise.t, torch.tensor([False, True, True]))
+    assert calls == [(2, 10), (3, 12)]
 
 
 def test_gradients_reach_sm_parameters():

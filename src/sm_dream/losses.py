@@ -130,14 +130,36 @@ def sm_two_pass_loss(
     feedback, lam = None, None
     if first_pass:
         with torch.no_grad():
-            rows = model(input_ids=x_t, attention_mask=attention_mask, target_mask=masked).logits  # (n, V)
-            feedback = feedback_from_logits(rows, masked, k=config.sm_top_k, full_vocab=config.sm_full_vocab)
-            del rows  # the (n, V) logits are not needed once the feedback exists
-            feedback = feedback.with_scale(sm_on.float())
+            feedback = first_pass_feedback(model, x_t, attention_mask, masked, sm_on, config)
             lam = _lambda_of_sm_rows(model, feedback, sm_on)
     nll_sum = weighted_masked_nll(model, x_t, input_ids, attention_mask, masked, t, sm_feedback=feedback)
     n = _normaliser(response_mask, num_items)
     return DiffusionLossOutput(nll_sum / n, nll_sum, n, int(masked.sum()), first_pass=first_pass, lam=lam)
+
+
+def first_pass_feedback(model, x_t, attention_mask, masked, sm_on, config) -> SoftMaskFeedback:
+    """Pass 1 (call under no_grad) on the samples with SM only, trimmed to their attended length.
+
+    Its cost scales with the share of SM samples (about p_sm). When no local sample uses SM (pass 1
+    runs because another rank needs it) one sample goes through with lambda scaled by 0, so that
+    every rank runs the same modules and the SM parameters are in every rank's graph.
+    """
+    rows = sm_on.nonzero()[:, 0]
+    if rows.numel() == 0:
+        rows = masked.any(-1).float().argmax().view(1)  # first sample with a masked token
+    length, sub_att = masked.shape[1], attention_mask
+    if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2:
+        length = int(attention_mask[rows].bool().any(0).nonzero().max()) + 1  # drop all-padding tail columns
+        sub_att = attention_mask[rows, :length]
+    elif isinstance(attention_mask, torch.Tensor):
+        sub_att = attention_mask[rows]  # 3D / 4D masks: rows only
+    sub_mask = masked[rows, :length]  # (r, l')
+    logits = model(input_ids=x_t[rows, :length], attention_mask=sub_att, target_mask=sub_mask).logits  # (n, V)
+    feedback = feedback_from_logits(logits, sub_mask, k=config.sm_top_k, full_vocab=config.sm_full_vocab)
+    positions = torch.zeros_like(masked)
+    positions[rows, :length] = sub_mask  # rows ascend, so the row-major order of the feedback is kept
+    feedback.positions = positions
+    return feedback.with_scale(sm_on.float())
 
 
 def _lambda_of_sm_rows(model, feedback: SoftMaskFeedback, sm_on: torch.Tensor) -> torch.Tensor:
