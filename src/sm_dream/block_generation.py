@@ -15,9 +15,10 @@ refresh pass). `cache_refresh_interval=n` also refreshes every n steps inside a 
 step, i.e. exact uncached decoding). Without a cache every step is a full forward.
 
 What a step commits in the block (with M_b its masks in a row):
-    fixed steps     (threshold None): the `steps` are split over the blocks in proportion to their
-                    length; block k runs Dream's algorithm `alg` on linspace(1, eps, steps_k + 1):
-                    floor(M_b (1 - s/t)) per row, all at the block's last step.
+    fixed steps     (threshold None): the `steps` are split over the blocks (one each, the rest in
+                    proportion to block length: steps / K each for equal blocks); block k
+                    runs Dream's algorithm `alg` on linspace(1, eps, steps_k + 1): floor(M_b (1 - s/t))
+                    per row, all at the block's last step.
     threshold tau:  every masked block position whose confidence p(x0) (the probability of its
                     sampled token under the sampling distribution) is >= tau, and at least the most
                     confident one per row that still has masks. `alg`/`alg_temp`/`steps` are unused;
@@ -126,14 +127,17 @@ def plan_blocks(config, prompt_length: int, new_tokens: int) -> BlockPlan:
     starts = list(range(prompt_length, prompt_length + new_tokens, length))
     blocks = [(s, min(s + length, prompt_length + new_tokens)) for s in starts]
     steps: List[Optional[int]] = [None] * len(blocks)
-    if config.threshold is None:  # the steps, split in proportion to block length (cumulative rounding)
-        bounds = [round(config.steps * (end - prompt_length) / new_tokens) for _, end in blocks]
-        steps = [b - a for a, b in zip([0] + bounds[:-1], bounds)]
-        if min(steps) < 1:
+    if config.threshold is None:
+        if config.steps < len(blocks):
             raise ValueError(
                 f"steps={config.steps} cannot give each of the {len(blocks)} blocks of block_length={length} a step; "
                 "raise steps (or nfe_budget) or block_length."
             )
+        # One step per block, the rest in proportion to block length (cumulative rounding): equal
+        # blocks get steps / K each.
+        spare = config.steps - len(blocks)
+        bounds = [k + 1 + round(spare * (end - prompt_length) / new_tokens) for k, (_, end) in enumerate(blocks)]
+        steps = [b - a for a, b in zip([0] + bounds[:-1], bounds)]
     schedule = get_remasking_schedule(
         config.remasking, eta=config.remasking_eta, t_on=config.remasking_t_on,
         t_off=config.remasking_t_off, alpha_on=config.remasking_alpha_on,

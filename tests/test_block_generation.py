@@ -1,0 +1,221 @@
+"""Fast decoding end to end: block loop, KV caches, threshold decoding, ReMDM, SM, batching."""
+
+import pytest
+import torch
+
+from sm_dream import SoftMaskDreamForDiffusionLM, shift_right
+from sm_dream.block_generation import plan_blocks
+from sm_dream.generation_utils import SoftMaskDreamGenerationConfig
+from sm_dream.tiny import small_vocab_config
+
+MASK, PAD, N = 127, 0, 16
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """A 32-wide model gains nothing from intra-op threads; on a shared, loaded CPU they cost 10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    # w_s = 0.9, so that soft inputs change the predictions.
+    return SoftMaskDreamForDiffusionLM(small_vocab_config(sm_init_scale=0.9, sm_init_offset=-4.0)).eval()
+
+
+def _prompts():
+    """Two prompts of lengths 6 and 4, left-padded to 6."""
+    torch.manual_seed(1)
+    ids = torch.randint(1, 100, (2, 6))
+    ids[1, :2] = PAD
+    attention = torch.ones_like(ids)
+    attention[1, :2] = 0
+    return ids, attention
+
+
+def _generate(model, **kwargs):
+    ids, attention = _prompts()
+    settings = dict(attention_mask=attention, max_new_tokens=N, steps=8, alg="entropy", return_dict_in_generate=True)
+    settings.update(kwargs)
+    return model.diffusion_generate(ids, **settings)
+
+
+def test_one_block_without_cache_is_the_plain_loop(model):
+    plain = _generate(model, output_history=True)
+    block = _generate(model, block_length=N, output_history=True)
+    assert torch.equal(block.sequences, plain.sequences) and block.nfe == plain.nfe == 8
+    for a, b in zip(plain.history, block.history):
+        assert torch.equal(a, b)
+    for a, b in zip(plain.sm_trace[:-1], block.sm_trace[:-1]):  # the same soft inputs at every step
+        assert torch.equal(a.positions, b.positions) and torch.equal(a.top_ids, b.top_ids)
+        torch.testing.assert_close(a.lam, b.lam, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cache", ["use_cache", "dual_cache"])
+@pytest.mark.parametrize("block_length", [N, 4])
+def test_cache_refreshed_every_step_gives_the_uncached_tokens(model, cache, block_length):
+    uncached = _generate(model, block_length=block_length)
+    cached = _generate(model, block_length=block_length, cache_refresh_interval=1, **{cache: True})
+    assert torch.equal(cached.sequences, uncached.sequences)
+    if block_length == N:
+        assert torch.equal(cached.sequences, _generate(model).sequences)
+
+
+@pytest.mark.parametrize("cache", ["use_cache", "dual_cache"])
+def test_first_step_after_a_refresh_has_the_uncached_logits(model, cache):
+    """Per block: step 0 is the refresh (a full pass); later steps run a window against the cache."""
+    seen = []
+
+    def hook(step, x, logits):
+        seen.append((step, x.clone(), logits.clone()))
+        return logits
+
+    ids, attention = _prompts()
+    _generate(model, soft_masking=False, block_length=4, generation_logits_hook_func=hook, **{cache: True})
+    assert len(seen) == 8  # 4 blocks x 2 steps
+    for step, x, logits in seen:
+        block = slice(6 + 4 * (step // 2), 10 + 4 * (step // 2))
+        with torch.no_grad():
+            reference = shift_right(model(x, attention_mask=torch.cat([attention, torch.ones(2, N, dtype=torch.long)], 1)).logits)
+        if step % 2 == 0:
+            torch.testing.assert_close(logits, reference, rtol=1e-5, atol=1e-5)
+        else:  # the window: fresh rows from the block start on (not the stale refresh rows)
+            assert torch.isfinite(logits[:, block]).all() and torch.isnan(logits[:, : block.start]).all()
+            if cache == "dual_cache":
+                assert torch.isnan(logits[:, block.stop:]).all()
+            assert (logits[:, block] - reference[:, block]).abs().max() > 1e-4  # stale K/V elsewhere
+
+
+@pytest.mark.parametrize("extra", [dict(use_cache=True), dict(dual_cache=True),
+                                   dict(use_cache=True, threshold=0.2), dict(threshold=0.2)])
+def test_batched_left_padded_equals_one_prompt_at_a_time(model, extra):
+    batched = _generate(model, block_length=4, **extra).sequences
+    ids, _ = _prompts()
+    for row, pad in ((0, 0), (1, 2)):
+        single = model.diffusion_generate(ids[row:row + 1, pad:], max_new_tokens=N, steps=8, alg="entropy",
+                                          block_length=4, **extra)
+        assert torch.equal(batched[row:row + 1, pad:], single)
+
+
+def _commits_per_step(output):
+    canvases = [torch.full_like(output.history[0], MASK)] + list(output.history)
+    return [((a == MASK) & (b != MASK))[:, 6:].sum(-1).tolist() for a, b in zip(canvases, canvases[1:])]
+
+
+@pytest.mark.parametrize("cache", [{}, {"use_cache": True}])
+def test_threshold_above_one_commits_one_token_per_step(model, cache):
+    out = _generate(model, threshold=1.01, block_length=4, output_history=True, **cache)
+    assert out.nfe == N and (out.sequences != MASK).all()
+    assert _commits_per_step(out) == [[1, 1]] * N
+
+
+@pytest.mark.parametrize("cache", [{}, {"dual_cache": True}])
+def test_threshold_zero_fills_a_block_per_step(model, cache):
+    out = _generate(model, threshold=0.0, block_length=4, output_history=True, **cache)
+    assert out.nfe == N // 4 and _commits_per_step(out) == [[4, 4]] * (N // 4)
+    whole = _generate(model, threshold=0.0)  # no cache, one block: the no-cache variant
+    assert whole.nfe == 1 and (whole.sequences != MASK).all()
+
+
+def test_threshold_commits_exactly_the_confident_positions(model):
+    """Reference: with temperature 0, p(x0) = max softmax prob of the suppressed raw logits."""
+    seen = []
+
+    def hook(step, x, logits):
+        seen.append((x.clone(), logits.clone()))
+        return logits
+
+    out = _generate(model, threshold=0.05, block_length=8, generation_logits_hook_func=hook, output_history=True)
+    for (x, logits), after in zip(seen, out.history):
+        masked = x == MASK
+        block = torch.zeros_like(masked)
+        first = 6 + 8 * int((x[:, 6:14] != MASK).all())
+        block[:, first:first + 8] = True
+        probs = logits.float().clone()
+        probs[..., MASK] = float("-inf")
+        confidence = probs.softmax(-1).max(-1).values.masked_fill(~(masked & block), -1.0)  # (b, l)
+        expected = (confidence >= 0.05) | (confidence == confidence.max(-1, keepdim=True).values)
+        assert torch.equal((masked & (after != MASK)), expected & masked & block)
+
+
+def test_prefix_cache_suffix_feedback_comes_from_the_last_refresh(model):
+    out = _generate(model, use_cache=True, block_length=4, steps=16, output_history=True)
+    suffix = torch.zeros(2, 6 + N, dtype=torch.bool)
+    suffix[:, 14:] = True  # positions after the second block
+    # steps 4..7 decode block 2; its refresh is step 4, whose feedback serves steps 5..7
+    states = out.sm_trace[4:7]
+    assert all(s is not None for s in states)
+    first = states[0]
+    in_suffix = suffix[first.positions]
+    for state in states[1:]:
+        assert torch.equal(state.top_ids[suffix[state.positions]], first.top_ids[in_suffix])
+    without_cache = _generate(model, block_length=4, steps=16, output_history=True).sm_trace[4:7]
+    changed = [not torch.equal(s.top_ids[suffix[s.positions]], without_cache[0].top_ids[suffix[without_cache[0].positions]])
+               for s in without_cache[1:]]
+    assert any(changed)  # without a cache the suffix feedback is refreshed every step
+
+
+@pytest.mark.parametrize("alg,temperature", [("entropy", 0.0), ("origin", 0.7)])
+def test_remasking_with_sigma_zero_is_plain_decoding(model, alg, temperature):
+    def run(**extra):
+        return _generate(model, alg=alg, temperature=temperature, generator=torch.Generator().manual_seed(5),
+                         **extra).sequences
+
+    plain = run()
+    assert torch.equal(run(remasking="cap", remasking_eta=0.0), plain)
+    assert torch.equal(run(remasking="rescale", remasking_eta=0.0), plain)
+
+
+@pytest.mark.parametrize("sm", [False, True])
+def test_remasking_remasks_generated_tokens_only_and_finishes(model, sm):
+    out = _generate(model, alg="origin", temperature=0.7, steps=16, remasking="rescale", remasking_eta=1.0,
+                    soft_masking=sm, output_history=True, generator=torch.Generator().manual_seed(0))
+    ids, _ = _prompts()
+    remasked = 0
+    for before, after in zip(out.history, out.history[1:]):
+        assert torch.equal(after[:, :6], ids)
+        remasked += int(((before != MASK) & (after == MASK)).sum())
+    assert remasked > 0 and (out.sequences != MASK).all()
+    if sm:  # remasked positions enter the next pass with feedback from the pass that remasked them
+        for step, (before, after) in enumerate(zip(out.history, out.history[1:]), start=1):
+            again = (before != MASK) & (after == MASK)
+            if again.any():
+                assert out.sm_trace[step].positions[again].all()
+
+
+def test_loop_remasking_runs_with_a_cache_and_sm(model):
+    out = _generate(model, remasking="loop", use_cache=True, block_length=8, steps=16, alg="maskgit_plus")
+    assert out.nfe == 16 and (out.sequences != MASK).all()
+
+
+def test_stop_when_finished_stops_after_the_block_with_eos(model):
+    def eos_ends_first_block(step, x, logits):
+        logits[:, 6:9, 5] = 1e4  # the first block reads 5 5 5 eos; no later position may be eos
+        logits[:, 9, PAD] = 1e4
+        logits[:, 10:, PAD] = -1e4
+        return logits
+
+    out = _generate(model, use_cache=True, block_length=4, stop_when_finished=True,
+                    generation_logits_hook_func=eos_ends_first_block)
+    assert out.nfe == 2  # the two steps of the first block, nothing after
+    assert out.sequences[:, 6:].tolist() == [[5, 5, 5] + [PAD] * (N - 3)] * 2
+
+
+def test_plan_and_errors():
+    config = SoftMaskDreamGenerationConfig(steps=8, threshold=None, block_length=5)
+    plan = plan_blocks(config, prompt_length=3, new_tokens=16)
+    assert plan.blocks == [(3, 8), (8, 13), (13, 18), (18, 19)] and plan.steps == [2, 2, 3, 1] and plan.cache_kind is None
+    assert plan_blocks(SoftMaskDreamGenerationConfig(use_cache=True), 3, 64).blocks[0] == (3, 35)  # default B = 32
+    with pytest.raises(ValueError, match="steps=2 cannot give each of the 4 blocks"):
+        plan_blocks(SoftMaskDreamGenerationConfig(steps=2, block_length=4), 0, 16)
+    with pytest.raises(ValueError, match="remasking='cap' is invalid: ReMDM needs a time grid"):
+        plan_blocks(SoftMaskDreamGenerationConfig(threshold=0.9, remasking="cap"), 0, 16)
+    with pytest.raises(ValueError, match="block_length=0 is invalid"):
+        plan_blocks(SoftMaskDreamGenerationConfig(block_length=0), 0, 16)
+    with pytest.raises(ValueError, match="threshold=-0.1 is invalid"):
+        plan_blocks(SoftMaskDreamGenerationConfig(threshold=-0.1), 0, 16)
+    assert SoftMaskDreamGenerationConfig().use_cache is False  # not transformers' autoregressive default
