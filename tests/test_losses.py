@@ -77,6 +77,9 @@ def test_binary_loss_equals_independent_one_pass_loss():
     plain = masked_diffusion_loss(model, ids, att, resp, noise.masked, noise.t)
     assert plain.loss.item() == out.loss.item()
     assert out.num_items.item() == resp.sum().item() and out.num_masked == int(noise.masked.sum())
+    assert out.nll_per_sample.shape == (3,) and out.nll_per_sample.sum().item() == pytest.approx(out.nll_sum.item())
+    single = masked_diffusion_loss(model, ids[1:2], att[1:2], resp[1:2], noise.masked[1:2], noise.t[1:2])
+    assert single.nll_sum.item() == pytest.approx(out.nll_per_sample[1].item(), rel=1e-5)
 
 
 def test_two_pass_loss_equals_reference_blend():

@@ -37,7 +37,8 @@ from .soft_masking import SoftMaskFeedback, feedback_from_logits
 class DiffusionLossOutput:
     """loss: the normalised loss L (with gradient); nll_sum: its numerator; num_items: N.
     num_masked: scored tokens; first_pass: whether pass 1 ran; lam: (m,) detached float32 lambda at
-    the soft-masked positions of samples with SM on (None when pass 1 did not run)."""
+    the soft-masked positions of samples with SM on (None when pass 1 did not run);
+    nll_per_sample: (b,) detached sum_j m_ij CE_ij / t_i of each sample."""
 
     loss: torch.Tensor
     nll_sum: torch.Tensor
@@ -45,6 +46,7 @@ class DiffusionLossOutput:
     num_masked: int
     first_pass: bool
     lam: Optional[torch.Tensor] = None
+    nll_per_sample: Optional[torch.Tensor] = None
 
 
 def unwrap_model(model):
@@ -70,11 +72,23 @@ def weighted_masked_nll(
     t: torch.Tensor,
     sm_feedback: Optional[SoftMaskFeedback] = None,
 ) -> torch.Tensor:
-    """sum_ij m_ij * CE(shifted logits_ij, x0_ij) / t_i, computing vocabulary logits only where m = 1."""
+    """m_ij * CE(shifted logits_ij, x0_ij) / t_i at the n masked positions (row-major), shape (n,).
+
+    Vocabulary logits are computed only at the masked positions (the model's `target_mask`).
+    """
     logits = model(input_ids=x_t, attention_mask=attention_mask, sm_feedback=sm_feedback, target_mask=masked).logits
     nll = F.cross_entropy(logits.float(), input_ids[masked], reduction="none")  # (n,)
     t_rows = t[:, None].expand_as(masked)[masked]  # (n,) the t of each scored token's sample
-    return (nll / t_rows).sum()
+    return nll / t_rows
+
+
+def _output(weighted, masked, response_mask, num_items, first_pass, lam=None) -> "DiffusionLossOutput":
+    """Sum the (n,) weighted token losses, normalise by N and keep the per-sample sums."""
+    nll_sum = weighted.sum()
+    n = _normaliser(response_mask, num_items)
+    sample_of_token = masked.nonzero()[:, 0]  # (n,)
+    per_sample = torch.zeros(masked.shape[0], device=weighted.device).index_add_(0, sample_of_token, weighted.detach())
+    return DiffusionLossOutput(nll_sum / n, nll_sum, n, int(masked.sum()), first_pass, lam, per_sample)
 
 
 def _normaliser(response_mask: torch.Tensor, num_items) -> torch.Tensor:
@@ -98,9 +112,8 @@ def masked_diffusion_loss(
     if mask_token_id is None:
         mask_token_id = unwrap_model(model).config.mask_token_id
     x_t = apply_mask(input_ids, masked, mask_token_id)  # (b, l)
-    nll_sum = weighted_masked_nll(model, x_t, input_ids, attention_mask, masked, t)
-    n = _normaliser(response_mask, num_items)
-    return DiffusionLossOutput(nll_sum / n, nll_sum, n, int(masked.sum()), first_pass=False)
+    weighted = weighted_masked_nll(model, x_t, input_ids, attention_mask, masked, t)
+    return _output(weighted, masked, response_mask, num_items, first_pass=False)
 
 
 def sm_two_pass_loss(
@@ -132,9 +145,8 @@ def sm_two_pass_loss(
         with torch.no_grad():
             feedback = first_pass_feedback(model, x_t, attention_mask, masked, sm_on, config)
             lam = _lambda_of_sm_rows(model, feedback, sm_on)
-    nll_sum = weighted_masked_nll(model, x_t, input_ids, attention_mask, masked, t, sm_feedback=feedback)
-    n = _normaliser(response_mask, num_items)
-    return DiffusionLossOutput(nll_sum / n, nll_sum, n, int(masked.sum()), first_pass=first_pass, lam=lam)
+    weighted = weighted_masked_nll(model, x_t, input_ids, attention_mask, masked, t, sm_feedback=feedback)
+    return _output(weighted, masked, response_mask, num_items, first_pass, lam)
 
 
 def first_pass_feedback(model, x_t, attention_mask, masked, sm_on, config) -> SoftMaskFeedback:
