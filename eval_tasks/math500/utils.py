@@ -1,0 +1,16 @@
+# Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
+"""MATH-500: data loader and final-answer scoring without extra dependencies."""
+
+from sm_dream.eval_data import load_source
+from sm_dream.math_answers import answers_match, final_answer
+
+
+def load_math500(**metadata):
+    """HuggingFaceH4/MATH-500: `math500_file` if given, else the Hub dataset."""
+    return load_source("math500", **metadata)
+
+
+def process_results(doc, results):
+    """exact_match: the last \\boxed{} (or "final answer is X") equals the reference answer after
+    normalisation (see `sm_dream.math_answers`)."""
+    return {"exact_match": float(answers_match(final_answer(results[0]), doc["answer"]))}

