@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-slow bench replicate replicate-quick clean
 
 install: $(STAMP)
 
@@ -28,6 +28,12 @@ test-slow: install
 
 bench: install
 	for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done
+
+replicate: install
+	$(PY) recipes/replicate_small.py --output_dir outputs/replicate_small
+
+replicate-quick: install
+	$(PY) recipes/replicate_small.py --quick --output_dir outputs/replicate_small_quick
 
 clean:
 	rm -rf $(VENV) outputs build *.egg-info src/*.egg-info
