@@ -1,0 +1,18 @@
+# Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
+"""Small CPU replication of the paper's language-modelling experiment (Section 4.1): does SM help?
+
+Usage:
+    python recipes/replicate_small.py            # full mode, ~20 min on 2 CPU cores (make replicate)
+    python recipes/replicate_small.py --quick    # pipeline check, ~1 min, no claims (make replicate-quick)
+    python recipes/replicate_small.py --seeds 1 2 --continue_steps 500 --output_dir outputs/rep
+
+Trains a tiny Dream-architecture model from scratch on the Python standard library's sources with
+binary masking, then continues it for the same steps with binary masking and with soft-masking
+(p_sm 0.8, k 3), per seed, and writes results.json, report.md and report.png to --output_dir.
+Every field of `sm_dream.replication.ReplicationArgs` is a flag. See docs/replication.md.
+"""
+
+from sm_dream.replication import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+# Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
+"""A small, CPU-sized replication of the paper's language-modelling experiment (Section 4.1, issue 7).
+
+    python recipes/replicate_small.py [--quick] [--output_dir outputs/replicate_small]
+
+1. Data: the Python standard library's sources, a BPE trained on the fly (`replication_data`).
+2. Pretraining: a tiny Dream-architecture model from scratch with binary masking.
+3. Continuation, per seed, two arms from the same checkpoint for the same steps, with the same data
+   order and the same noise draws: `binary` (p_sm = 0) and `sm` (p_sm = 0.8, k = 3). Both train with
+   `sm_dream.losses.sm_two_pass_loss` (the one training step), t ~ U(t_low, t_high) per sample, and
+   AdamW with two groups (backbone lr, SM lr 1e-2, no weight decay on either).
+4. Evaluation (`replication_eval`): held-out diffusion NLL (two passes for SM, as the paper measures
+   it), w_s / w_a / w_b over steps, and generation at NFE budgets 1/4, 1/2, 1.
+5. Report (`replication_report`): results.json, report.md (tables) and report.png (curves).
+"""
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+from .losses import sm_two_pass_loss
+from .modeling_sm_dream import SoftMaskDreamForDiffusionLM
+from .noise import sample_noise
+from .replication_data import special_ids, split_files, stdlib_files, token_windows, train_tokenizer, window_order
+from .replication_eval import evaluate_generation, heldout_nll
+from .replication_report import write_report
+from .tiny import tiny_config
+
+
+@dataclass
+class ReplicationArgs:
+    """Every setting of the run; the defaults are the full mode (`QUICK_OVERRIDES` gives --quick)."""
+
+    # ---- corpus and tokenizer
+    corpus_dir: Optional[str] = None  # None = sysconfig stdlib
+    max_files: Optional[int] = None  # None = all; else the first max_files train (and max_files/10 held-out) files
+    heldout_every: int = 10  # a file is held out when crc32(name) % heldout_every == 0
+    vocab_size: int = 2048  # BPE ids + <|endoftext|> + <|mask|> (last)
+    seq_len: int = 128
+    # ---- model (Dream architecture)
+    hidden_size: int = 64
+    intermediate_size: int = 192
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 2
+    # ---- training
+    batch_size: int = 8
+    pretrain_steps: int = 1500
+    continue_steps: int = 1000
+    lr_backbone: float = 1e-3
+    lr_sm: float = 1e-2
+    warmup_steps: int = 50  # linear warmup, then constant (as in the paper's continuation)
+    max_grad_norm: float = 1.0
+    t_low: float = 0.05
+    t_high: float = 1.0
+    p_sm: float = 0.8
+    sm_top_k: int = 3
+    pretrain_seed: int = 0
+    seeds: List[int] = field(default_factory=lambda: [1, 2, 3])
+    # ---- evaluation
+    log_every: int = 20
+    eval_every: int = 250
+    eval_windows: int = 128  # held-out windows, each scored eval_repeats times with seeded noise
+    eval_repeats: int = 2
+    eval_batch_size: int = 64
+    gen_prompts: int = 64
+    gen_new_tokens: int = 64  # the prompt is the window's first seq_len - gen_new_tokens tokens
+    nfe_budgets: List[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])
+    gen_alg: str = "origin"  # MDLM's standard random unmasking, as in the paper's Table 1
+    gen_temperature: float = 1.0
+    gen_top_p: float = 0.9  # nucleus sampling, as the paper's MAUVE setup
+    threads: int = 1  # 1 is fastest on a shared 2-core machine (2 threads wait on each other under load)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the setting that cannot work."""
+        if not self.seeds:
+            raise ValueError("seeds is empty; pass at least one continuation seed, e.g. --seeds 1 2 3.")
+        if not 0 < self.gen_new_tokens < self.seq_len:
+            raise ValueError(f"gen_new_tokens={self.gen_new_tokens} must lie in (0, seq_len={self.seq_len}).")
+        if any(b <= 0 or b > 1 for b in self.nfe_budgets):
+            raise ValueError(f"nfe_budgets={self.nfe_budgets} must lie in (0, 1], e.g. 0.25 0.5 1.")
+        if self.eval_every < 1 or self.log_every < 1:
+            raise ValueError(f"eval_every={self.eval_every} and log_every={self.log_every} must be >= 1.")
+
+
+QUICK_OVERRIDES = dict(
+    max_files=12, vocab_size=512, seq_len=48, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+    batch_size=4, pretrain_steps=12, continue_steps=8, warmup_steps=2, seeds=[1], log_every=2, eval_every=4,
+    eval_windows=8, eval_repeats=1, gen_prompts=4, gen_new_tokens=16,
+)  # checks that the pipeline works; no claim can be drawn from it
+
+
+ARMS = {"binary": 0.0, "sm": None}  # arm name -> p_sm (None = args.p_sm)
+
+
+def build_model(args: ReplicationArgs, vocab_size: int, eos_id: int, mask_id: int) -> SoftMaskDreamForDiffusionLM:
+    config = tiny_config(
+        vocab_size=vocab_size, mask_token_id=mask_id, pad_token_id=eos_id, bos_token_id=eos_id, eos_token_id=eos_id,
+        hidden_size=args.hidden_size, intermediate_size=args.intermediate_size,
+        num_hidden_layers=args.num_hidden_layers, num_attention_heads=args.num_attention_heads,
+        num_key_value_heads=args.num_attention_heads, max_position_embeddings=args.seq_len, sm_top_k=args.sm_top_k,
+    )
+    return SoftMaskDreamForDiffusionLM(config)
+
+
+def make_optimizer(model, args: ReplicationArgs):
+    """AdamW with the backbone group and the SM group (lr_sm, paper A.1); linear warmup, then constant."""
+    sm = [p for n, p in model.named_parameters() if n.startswith("soft_mask.")]
+    backbone = [p for n, p in model.named_parameters() if not n.startswith("soft_mask.")]
+    groups = [{"params": backbone, "lr": args.lr_backbone}, {"params": sm, "lr": args.lr_sm}]
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
+    warmup = max(1, args.warmup_steps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+    return optimizer, schedule
+
+
+def train_phase(model, windows: torch.Tensor, args: ReplicationArgs, steps: int, p_sm: float, seed: int,
+                evaluate=None) -> List[Dict]:
+    """`steps` optimizer steps; returns the history (train loss, mapped SM values, evaluations).
+
+    The data order and the noise (t, masks, SM switches) depend only on `seed`, not on `p_sm`: the
+    two arms of one seed see the same windows with the same masks. `evaluate(model, step)` returns a
+    dict merged into the history every `eval_every` steps and at the end.
+    """
+    order = window_order(windows.shape[0], steps, args.batch_size, seed)  # (steps, b)
+    noise = torch.Generator().manual_seed(10_000 + seed)
+    optimizer, schedule = make_optimizer(model, args)
+    history, losses = [], []
+    for step in range(1, steps + 1):
+        model.train()
+        ids = windows[order[step - 1]]  # (b, l)
+        response = torch.ones_like(ids, dtype=torch.bool)  # pretraining: every token is maskable
+        draw = sample_noise(response, args.t_low, args.t_high, p_sm=p_sm, generator=noise)
+        out = sm_two_pass_loss(model, ids, None, response, draw.masked, draw.t, draw.sm_on)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        optimizer.step()
+        schedule.step()
+        losses.append(out.loss.item())
+        if not math.isfinite(losses[-1]):
+            raise RuntimeError(f"training loss became {losses[-1]} at step {step}; lower lr_backbone.")
+        if step % args.log_every == 0 or step == steps:
+            history.append({"step": step, "train_loss": sum(losses) / len(losses), **model.soft_mask.mapped()})
+            losses = []
+        if evaluate is not None and (step % args.eval_every == 0 or step == steps):
+            history[-1].update(evaluate(model, step))
+    return history
+
+
+def prepare_data(args: ReplicationArgs) -> Dict:
+    files = stdlib_files(args.corpus_dir)
+    train_files, heldout_files = split_files(files, args.heldout_every, args.max_files)
+    tokenizer = train_tokenizer(train_files, args.vocab_size)
+    eos_id, mask_id = special_ids(tokenizer)
+    train = token_windows(tokenizer, train_files, args.seq_len)
+    heldout = token_windows(tokenizer, heldout_files, args.seq_len)
+    # Held-out windows for the NLL and the generation prompts: spread evenly over the held-out files.
+    pick = lambda n: heldout[torch.linspace(0, heldout.shape[0] - 1, min(n, heldout.shape[0])).long()]  # noqa: E731
+    corpus = {
+        "python": platform.python_version(), "files": len(train_files) + len(heldout_files), "train_files": len(train_files),
+        "heldout_files": [f.name for f in heldout_files], "train_tokens": train.numel(),
+        "heldout_tokens": heldout.numel(), "vocab_size": mask_id + 1,
+    }
+    return dict(tokenizer=tokenizer, eos_id=eos_id, mask_id=mask_id, train=train, eval_windows=pick(args.eval_windows),
+                gen_windows=pick(args.gen_prompts), corpus=corpus)
+
+
+def make_evaluator(data: Dict, args: ReplicationArgs, soft: bool, log=print):
+    """evaluate(model, step) -> held-out NLL one pass (`nll_binary`) and, if `soft`, two passes (`nll_sm`)."""
+    def evaluate(model, step: int) -> Dict[str, float]:
+        row = {"nll_binary": heldout_nll(model, data["eval_windows"], args, soft=False)}
+        if soft:
+            row["nll_sm"] = heldout_nll(model, data["eval_windows"], args, soft=True)
+        log(f"  step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()))
+        return row
+
+    return evaluate
+
+
+def run_replication(args: ReplicationArgs, output_dir: str, log=print, command: str = "") -> Dict:
+    """The whole experiment; writes results.json, report.md and report.png under `output_dir`."""
+    args.validate()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _run(args, Path(output_dir), log, command)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: ReplicationArgs, out: Path, log, command: str) -> Dict:
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    data = prepare_data(args)
+    data["tokenizer"].save(str(out / "tokenizer.json"))
+    corpus = data["corpus"]
+    log(f"corpus: Python {corpus['python']} stdlib, {corpus['train_files']} train / {len(corpus['heldout_files'])} "
+        f"held-out files, {corpus['train_tokens']} train tokens, vocab {corpus['vocab_size']}")
+    torch.manual_seed(args.pretrain_seed)
+    base = build_model(args, data["mask_id"] + 1, data["eos_id"], data["mask_id"])
+    log(f"pretraining: {sum(p.numel() for p in base.parameters())} parameters, {args.pretrain_steps} steps, binary")
+    history = train_phase(base, data["train"], args, args.pretrain_steps, 0.0, args.pretrain_seed,
+                          make_evaluator(data, args, soft=False, log=log))
+    results = {"args": dataclasses.asdict(args), "command": command, "corpus": corpus, "pretrain": {"history": history},
+               "seeds": {}}
+    results["timing"] = {"pretrain_s": time.time() - started}
+    for seed in args.seeds:
+        results["seeds"][str(seed)] = run_seed(base, data, args, seed, log, results["timing"])
+    results["timing"]["total_s"] = time.time() - started
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    write_report(results, out)
+    log(f"wrote {out / 'report.md'} and {out / 'report.png'} in {results['timing']['total_s']:.0f} s")
+    return results
+
+
+def run_seed(base, data: Dict, args: ReplicationArgs, seed: int, log, timing: Dict) -> Dict:
+    """Both arms of one seed, continued from the pretrained `base`, then generation from each arm."""
+    models, seed_results = {}, {}
+    for arm, p_sm in ARMS.items():
+        p_sm = args.p_sm if p_sm is None else p_sm
+        start = time.time()
+        log(f"seed {seed}, arm {arm} (p_sm {p_sm}): {args.continue_steps} steps")
+        models[arm] = copy.deepcopy(base)
+        evaluate = make_evaluator(data, args, soft=p_sm > 0, log=log)
+        history = train_phase(models[arm], data["train"], args, args.continue_steps, p_sm, seed, evaluate)
+        seed_results[arm] = {"history": history, "final": {k: v for k, v in history[-1].items() if k != "step"}}
+        timing[f"seed{seed}_{arm}_s"] = time.time() - start
+    start = time.time()
+    generation = evaluate_generation(models, data, args, seed, log)
+    timing[f"seed{seed}_generation_s"] = time.time() - start
+    for arm in ARMS:
+        seed_results[arm]["generation"] = generation[arm]
+    seed_results["reference"] = generation["reference"]
+    return seed_results
+
+
+def _field_parser(f: dataclasses.Field):
+    """(type, nargs) for an argparse option of a ReplicationArgs field."""
+    hint = str(f.type)
+    kind = float if "float" in hint else int if "int" in hint else str
+    return kind, ("+" if hint.startswith(("List", "typing.List")) else None)
+
+
+def parse_args(argv=None) -> Tuple[ReplicationArgs, str, bool]:
+    """(args, output_dir, quick) from the command line: --quick applies `QUICK_OVERRIDES`, then every
+    ReplicationArgs field can be set as --<field> (flags win over the mode's values)."""
+    parser = argparse.ArgumentParser(description="Small soft-masking replication on CPU (sm_dream issue 7).")
+    parser.add_argument("--quick", action="store_true", help="a pipeline check in about a minute (no claims)")
+    parser.add_argument("--output_dir", default=None, help="default outputs/replicate_small[_quick]")
+    for f in dataclasses.fields(ReplicationArgs):
+        kind, nargs = _field_parser(f)
+        parser.add_argument(f"--{f.name}", type=kind, nargs=nargs, default=None)
+    ns = parser.parse_args(argv)
+    values = dict(QUICK_OVERRIDES) if ns.quick else {}
+    values.update({k: v for k, v in vars(ns).items() if k not in ("quick", "output_dir") and v is not None})
+    output_dir = ns.output_dir or ("outputs/replicate_small_quick" if ns.quick else "outputs/replicate_small")
+    return ReplicationArgs(**values), output_dir, ns.quick
+
+
+def main(argv=None) -> Dict:
+    args, output_dir, quick = parse_args(argv)
+    command = "python recipes/replicate_small.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    results = run_replication(args, output_dir, command=command.strip())
+    if quick:
+        print("quick mode: a check that the pipeline runs; its numbers support no claim.")
+    return results
