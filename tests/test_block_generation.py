@@ -50,6 +50,7 @@ def test_one_block_without_cache_is_the_plain_loop(model):
     assert torch.equal(block.sequences, plain.sequences) and block.nfe == plain.nfe == 8
     for a, b in zip(plain.history, block.history):
         assert torch.equal(a, b)
+    assert plain.sm_trace[-1] is None and block.sm_trace[-1] is None
     for a, b in zip(plain.sm_trace[:-1], block.sm_trace[:-1]):  # the same soft inputs at every step
         assert torch.equal(a.positions, b.positions) and torch.equal(a.top_ids, b.top_ids)
         torch.testing.assert_close(a.lam, b.lam, rtol=0, atol=0)

@@ -160,3 +160,10 @@ def test_window_and_merge_feedback_keep_rows_with_their_positions():
     assert torch.equal(window.positions, expected.positions)
     torch.testing.assert_close(window.topk_probs, expected.topk_probs)
     assert merge_feedback(None, new) is new and merge_feedback(old, None) is old
+    keep = torch.zeros(2, 10, dtype=torch.bool)
+    keep[:, 6:] = True  # e.g. the positions still masked
+    pruned = merge_feedback(old, None, keep=keep)
+    assert torch.equal(pruned.positions, old_pos & keep)
+    torch.testing.assert_close(pruned.entropy, feedback_from_logits(logits, old_pos & keep, k=2).entropy)
+    assert merge_feedback(old, new, keep=torch.zeros_like(keep)) is None
+    assert window_feedback(old, 0, 4) is None  # no feedback row inside the window

@@ -156,28 +156,40 @@ def _row_index(positions: torch.Tensor) -> torch.Tensor:
     return index
 
 
+def select_feedback(feedback: Optional[SoftMaskFeedback], keep: torch.Tensor) -> Optional[SoftMaskFeedback]:
+    """The rows of `feedback` at positions inside `keep` ((b, l) bool); None if none is left."""
+    if feedback is None:
+        return None
+    positions = feedback.positions & keep
+    if not bool(positions.any()):
+        return None
+    rows = _row_index(feedback.positions)[positions]  # (n,), row-major order of the kept positions
+    logits = None if feedback.logits is None else feedback.logits[rows]
+    return SoftMaskFeedback(positions, feedback.entropy[rows], feedback.topk_ids[rows], feedback.topk_probs[rows],
+                            logits, feedback.scale)
+
+
 def window_feedback(feedback: Optional[SoftMaskFeedback], start: int, end: int) -> Optional[SoftMaskFeedback]:
     """The part of `feedback` for canvas columns [start, end), with positions of shape (b, end - start)."""
     if feedback is None:
         return None
-    rows = _row_index(feedback.positions)[:, start:end]  # (b, w)
-    keep = rows[rows >= 0]  # row-major order inside the window = row-major order of the rows kept
-    return SoftMaskFeedback(
-        positions=feedback.positions[:, start:end],
-        entropy=feedback.entropy[keep],
-        topk_ids=feedback.topk_ids[keep],
-        topk_probs=feedback.topk_probs[keep],
-        logits=None if feedback.logits is None else feedback.logits[keep],
-        scale=feedback.scale,
-    )
+    columns = torch.zeros_like(feedback.positions)
+    columns[:, start:end] = True
+    inside = select_feedback(feedback, columns)
+    if inside is None:
+        return None
+    inside.positions = inside.positions[:, start:end]  # row-major order within the window is unchanged
+    return inside
 
 
 def merge_feedback(
     old: Optional[SoftMaskFeedback], new: Optional[SoftMaskFeedback], keep: Optional[torch.Tensor] = None
 ) -> Optional[SoftMaskFeedback]:
-    """Feedback at the union of both position sets (within `keep`, (b, l) bool); `new` wins. No scale."""
+    """Feedback at the union of both position sets, restricted to `keep` ((b, l) bool, optional);
+    where both have a row, `new` wins. The result has no scale."""
     if old is None or new is None:
-        return new if old is None else old
+        merged = new if old is None else old
+        return merged if keep is None else select_feedback(merged, keep)
     positions = old.positions | new.positions  # (b, l)
     if keep is not None:
         positions = positions & keep
@@ -192,6 +204,8 @@ def merge_feedback(
         out[~from_new] = a[old_rows[~from_new]]
         return out
 
+    if not bool(positions.any()):
+        return None
     return SoftMaskFeedback(
         positions=positions,
         entropy=pick(old.entropy, new.entropy),
