@@ -11,6 +11,16 @@ from sm_dream.tiny import small_vocab_config
 MASK = 127
 
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny matmuls: one thread avoids OpenMP spin-waits on a shared 2-core machine (20x here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _model(**overrides):
     torch.manual_seed(0)
     return SoftMaskDreamForDiffusionLM(small_vocab_config(**overrides)).eval()

@@ -1,0 +1,26 @@
+"""Soft-masking finetuning of Dream-Coder-7B (paper Appendix A.2): DoRA + SM on Ling-Coder-SFT.
+
+Usage:
+    # 1 GPU, or N GPUs / nodes with DeepSpeed ZeRO-2 (see recipes/accelerate_configs/README.md)
+    accelerate launch --config_file recipes/accelerate_configs/zero2.yaml recipes/finetune_dream_coder.py \
+        --config recipes/dream_coder/sft_sm_dora.yaml
+    # the binary baseline: the same recipe with SM off
+    accelerate launch recipes/finetune_dream_coder.py --config recipes/dream_coder/sft_binary_dora.yaml
+    # the tiny CPU run (random 2-layer model, shipped data)
+    python recipes/finetune_dream_coder.py --config recipes/tiny/sft_sm_tiny.yaml
+
+Any field of the YAML can be overridden on the command line (`--p_sm 0.8 --finetuning full`);
+without --config the SM DoRA recipe is used.
+"""
+
+import sys
+from pathlib import Path
+
+from sm_dream.configs import parse_args
+from sm_dream.finetune import main
+
+DEFAULT_RECIPE = Path(__file__).parent / "dream_coder" / "sft_sm_dora.yaml"
+
+if __name__ == "__main__":
+    argv = sys.argv[1:] if "--config" in sys.argv else ["--config", str(DEFAULT_RECIPE), *sys.argv[1:]]
+    main(*parse_args(argv))

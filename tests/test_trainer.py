@@ -1,0 +1,176 @@
+import json
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from sm_dream import SoftMaskDreamForDiffusionLM
+from sm_dream.adapters import optimizer_groups, prepare_for_finetuning, sm_values
+from sm_dream.configs import SMTrainingArguments
+from sm_dream.data import DiffusionDataCollator
+from sm_dream.tiny import small_vocab_config
+from sm_dream.trainer import SoftMaskTrainer
+
+datasets = pytest.importorskip("datasets")
+pytest.importorskip("peft")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny matmuls: one thread avoids OpenMP spin-waits on a shared 2-core machine (20x here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+SM_INIT = dict(sm_init_scale=0.3, sm_init_offset=-4.5, sm_init_steepness=1.0)  # lambda ~ 0.15 at init
+
+
+def synthetic_dataset(n=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    rows = {"input_ids": [], "response_start": [], "example_id": []}
+    for i in range(n):
+        length = int(torch.randint(10, 18, (1,), generator=g))
+        rows["input_ids"].append(torch.randint(1, 120, (length,), generator=g).tolist())
+        rows["response_start"].append(int(torch.randint(3, 7, (1,), generator=g)))
+        rows["example_id"].append(i)
+    return datasets.Dataset.from_dict(rows)
+
+
+def make_trainer(tmp_path, mode="dora", callbacks=None, train=None, eval_dataset=None, cls=SoftMaskTrainer, **kwargs):
+    torch.manual_seed(0)
+    model = prepare_for_finetuning(SoftMaskDreamForDiffusionLM(small_vocab_config(**SM_INIT)), mode, r=4, alpha=4)
+    defaults = dict(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=2, learning_rate=1e-3,
+                    logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True, seed=0,
+                    p_sm=0.5, warmup_ratio=0.03)
+    defaults.update(kwargs)
+    args = SMTrainingArguments(**defaults)
+    return cls(model=model, args=args, train_dataset=train if train is not None else synthetic_dataset(),
+               eval_dataset=eval_dataset, data_collator=DiffusionDataCollator(pad_token_id=0), callbacks=callbacks)
+
+
+class SeededNoiseTrainer(SoftMaskTrainer):
+    """Noise drawn per example id, so different micro-batch splits see identical masks."""
+
+    def _loss(self, model, inputs, p_sm, num_items, seeds=None):
+        return super()._loss(model, inputs, p_sm, num_items, seeds=inputs["example_id"] if seeds is None else seeds)
+
+
+class GradCapture(TrainerCallback):
+    def __init__(self):
+        self.grads = []
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        self.grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+    runs = {}
+    for batch, ga in ((8, 1), (4, 2), (2, 4)):
+        capture = GradCapture()
+        trainer = make_trainer(tmp_path / f"{batch}", callbacks=[capture], cls=SeededNoiseTrainer, max_steps=1,
+                               per_device_train_batch_size=batch, gradient_accumulation_steps=ga)
+        trainer.train()
+        runs[batch] = (capture.grads[0], trainer.state.log_history[0]["loss"])
+    ref_grads, ref_loss = runs[8]
+    assert any("soft_mask" in n for n in ref_grads) and any("lora_B" in n for n in ref_grads)
+    for batch in (4, 2):
+        grads, loss = runs[batch]
+        assert loss == pytest.approx(ref_loss, rel=1e-5)
+        for name, g in ref_grads.items():
+            torch.testing.assert_close(grads[name], g, rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_two_learning_rate_groups_and_sm_logging(tmp_path):
+    trainer = make_trainer(tmp_path, max_steps=3, warmup_ratio=0.0, sm_learning_rate=1e-2, learning_rate=1e-3)
+    trainer.train()
+    groups = trainer.optimizer.param_groups
+    assert [len(g["params"]) for g in groups] == [24, 3]  # 8 x (lora A, B, magnitude) without decay, then SM
+    assert groups[0]["initial_lr"] == 1e-3 and groups[1]["initial_lr"] == 1e-2 and groups[1]["weight_decay"] == 0.0
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == 3
+    for entry in logs:
+        assert {"sm/w_s", "sm/w_a", "sm/w_b", "sm/learning_rate", "sm/lambda_mean", "sm/lambda_max"} <= set(entry)
+        assert entry["sm/learning_rate"] / entry["learning_rate"] == pytest.approx(10.0)
+    assert logs[-1]["sm/w_s"] == pytest.approx(sm_values(trainer.model)["w_s"])
+    assert logs[-1]["sm/w_s"] != pytest.approx(0.3, abs=1e-6)  # w moved
+    assert 0.0 < logs[0]["sm/lambda_mean"] <= logs[0]["sm/lambda_max"] <= 0.3
+
+
+def test_full_finetuning_is_one_flag_away(tmp_path):
+    trainer = make_trainer(tmp_path, mode="full", max_steps=1)
+    trainer.train()
+    model = trainer.model
+    assert all(p.requires_grad for p in model.parameters())
+    groups = optimizer_groups(model, 1e-5, 1e-2, 0.0, [])
+    assert [len(g["params"]) for g in groups] == [len(list(model.parameters())) - 3, 3]
+    with pytest.raises(ValueError, match=r"finetuning='qlora' is unknown; choose one of \['dora', 'lora', 'full'\]"):
+        prepare_for_finetuning(model, "qlora")
+
+
+def test_binary_baseline_never_runs_pass_one(tmp_path):
+    calls = []
+
+    class Counting(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            model.register_forward_pre_hook(lambda *a: calls.append(1))
+
+    trainer = make_trainer(tmp_path, p_sm=0.0, max_steps=2, callbacks=[Counting()])
+    trainer.train()
+    assert len(calls) == 2  # one forward per step
+    assert all(entry["sm/first_pass_rate"] == 0.0 for entry in trainer.state.log_history if "loss" in entry)
+    assert sm_values(trainer.model)["w_s"] == pytest.approx(0.3, rel=1e-6)  # no gradient, no change
+
+
+def test_eval_loss_is_seeded_and_independent_of_batch_size(tmp_path):
+    valid = synthetic_dataset(10, seed=5)
+    results = []
+    for eval_batch in (2, 3, 10):
+        trainer = make_trainer(tmp_path, eval_dataset=valid, per_device_eval_batch_size=eval_batch)
+        results.append(trainer.evaluate())
+    for metrics in results[1:]:
+        for key in ("eval_loss", "eval_loss_binary", "eval_loss_sm"):
+            assert metrics[key] == pytest.approx(results[0][key], rel=1e-5), key
+    first = results[0]
+    lo, hi = sorted((first["eval_loss_binary"], first["eval_loss_sm"]))
+    assert first["eval_loss_binary"] != first["eval_loss_sm"] and lo - 1e-6 <= first["eval_loss"] <= hi + 1e-6
+
+
+def test_sm_training_needs_sm_enabled(tmp_path):
+    torch.manual_seed(0)
+    model = SoftMaskDreamForDiffusionLM(small_vocab_config(sm_enabled=False))
+    args = SMTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", p_sm=0.5)
+    with pytest.raises(ValueError, match=r"p_sm=0.5 trains soft-masking but the model has sm_enabled=False"):
+        SoftMaskTrainer(model=model, args=args, train_dataset=synthetic_dataset(4),
+                        data_collator=DiffusionDataCollator(pad_token_id=0))
+
+
+class Kill(TrainerCallback):
+    """Stops the process's training abruptly once `at` steps are done (after the checkpoint)."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.at:
+            raise KeyboardInterrupt("killed")
+
+
+def test_resume_after_kill_gives_the_same_sm_parameters_and_losses(tmp_path):
+    common = dict(max_steps=5, save_strategy="steps", save_steps=2, p_sm=0.5)
+    straight = make_trainer(tmp_path / "straight", **common)
+    straight.train()
+    killed = make_trainer(tmp_path / "killed", callbacks=[Kill(3)], **common)
+    with pytest.raises(KeyboardInterrupt):
+        killed.train()
+    resumed = make_trainer(tmp_path / "killed", **common)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "killed" / "checkpoint-2"))
+    losses = lambda t: {e["step"]: e["loss"] for e in t.state.log_history if "loss" in e}  # noqa: E731
+    assert set(losses(resumed)) == {1, 2, 3, 4, 5}  # 1-2 restored from checkpoint-2, 3-5 trained again
+    for step in (1, 2, 3, 4, 5):
+        assert losses(resumed)[step] == pytest.approx(losses(straight)[step], rel=1e-6), step
+    for key, value in sm_values(straight.model).items():
+        assert sm_values(resumed.model)[key] == pytest.approx(value, rel=1e-6), key
+    saved = json.loads((tmp_path / "killed" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert saved["global_step"] == 4
