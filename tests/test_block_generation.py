@@ -206,6 +206,20 @@ def test_stop_when_finished_stops_after_the_block_with_eos(model):
     assert out.sequences[:, 6:].tolist() == [[5, 5, 5] + [PAD] * (N - 3)] * 2
 
 
+def test_tokens_hook_sees_the_step_logits_and_can_edit_tokens(model):
+    calls = []
+
+    def hook(step, x, logits):
+        calls.append((step, None if logits is None else tuple(logits.shape)))
+        if step is not None:
+            x[:, -1] = 7  # forced last token, as Dream's hooks allow
+        return x
+
+    out = _generate(model, dual_cache=True, block_length=8, generation_tokens_hook_func=hook)
+    assert calls == [(None, None)] + [(i, (2, 6 + N, 128)) for i in range(8)]
+    assert (out.sequences[:, -1] == 7).all()
+
+
 def test_plan_and_errors():
     config = SoftMaskDreamGenerationConfig(steps=8, threshold=None, block_length=5)
     plan = plan_blocks(config, prompt_length=3, new_tokens=16)

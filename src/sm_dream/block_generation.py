@@ -244,13 +244,16 @@ class BlockDecoder:
         self.remasks = config.remasking not in (None, "none")
         self.position_ids = None  # (b, l), the canvas positions, for windowed passes
         self.nfe = 0
+        self.full_logits = logits_hook is not None  # (b, l, V) logits for hooks, else LM head at targets only
         if config.threshold is not None:
             self.algorithm = threshold_algorithm(float(config.threshold))
         else:
             self.algorithm = get_unmasking_algorithm(config.alg)
 
     def run(self, x: torch.Tensor, tokens_hook=None):
-        """Decode every block. Returns (x, history, trace) like the plain loop."""
+        """Decode every block. Returns (x, history, trace) like the plain loop. Hooks get the step's
+        (b, l, V) shift-aligned logits, NaN at the positions the pass did not predict."""
+        self.full_logits = tokens_hook is not None or self.logits_hook is not None
         from .generation_utils import _as_list, finished_rows  # deferred: generation_utils imports this module
 
         x = tokens_hook(None, x, None) if tokens_hook is not None else x
@@ -312,7 +315,7 @@ class BlockDecoder:
                 self.position_ids = default_position_ids(self.attention_mask, x.shape[0], length, 0, x.device)
             kwargs.update(position_ids=self.position_ids[:, ws:we], past_key_values=self.cache)
         self.nfe += 1
-        if self.logits_hook is None:
+        if not self.full_logits:
             raw = self.model(x[:, ws:we], self.attention_mask, target_mask=targets[:, ws:we], **kwargs).logits  # (n, V)
             rows, logits = raw[block_masked[targets]], None
         else:
@@ -321,7 +324,7 @@ class BlockDecoder:
             lo = ws + 1 if ws > 0 else 0  # a window's own first row predicts nothing
             logits[:, lo:we] = shifted[:, lo - ws:]
             raw = logits[targets]  # a copy: the hook may edit `logits` in place
-            logits = self.logits_hook(global_step, x, logits)
+            logits = self.logits_hook(global_step, x, logits) if self.logits_hook is not None else logits
             rows = logits[block_masked]
         if full and self.cache is not None:
             self.cache.set_window(first, length if self.plan.cache_kind == "prefix" else end)
