@@ -143,6 +143,28 @@ def test_threshold_commits_exactly_the_confident_positions(model):
         assert torch.equal((masked & (after != MASK)), expected & masked & block)
 
 
+def test_threshold_confidence_is_the_model_probability_whatever_the_temperature(model):
+    """At temperature 0.1 / top-p 0.9 the sampling distribution is ~one-hot; the test uses softmax(logits)."""
+    seen = []
+
+    def hook(step, x, logits):
+        seen.append((x.clone(), logits.clone()))
+        return logits
+
+    out = _generate(model, threshold=0.3, block_length=N, temperature=0.1, top_p=0.9, output_history=True,
+                    generation_logits_hook_func=hook, generator=torch.Generator().manual_seed(0))
+    forced = 0
+    for (x, logits), after in zip(seen, out.history):
+        committed = (x == MASK) & (after != MASK)  # (b, l)
+        probs = logits.float().clone()
+        probs[..., MASK] = float("-inf")
+        p_token = probs.softmax(-1).gather(-1, after.unsqueeze(-1)).squeeze(-1)  # p(committed token)
+        below = committed & (p_token < 0.3)
+        assert (below.sum(-1) <= 1).all()  # only the one forced commit of a row may be below tau
+        forced += int(below.sum())
+    assert out.nfe > 1 and forced > 0  # tau binds: blocks are not filled in one step
+
+
 def test_prefix_cache_suffix_feedback_comes_from_the_last_refresh(model):
     out = _generate(model, use_cache=True, block_length=4, steps=16, output_history=True)
     suffix = torch.zeros(2, 6 + N, dtype=torch.bool)

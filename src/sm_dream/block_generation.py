@@ -19,9 +19,9 @@ What a step commits in the block (with M_b its masks in a row):
                     proportion to block length: steps / K each for equal blocks); block k
                     runs Dream's algorithm `alg` on linspace(1, eps, steps_k + 1): floor(M_b (1 - s/t))
                     per row, all at the block's last step.
-    threshold tau:  every masked block position whose confidence p(x0) (the probability of its
-                    sampled token under the sampling distribution) is >= tau, and at least the most
-                    confident one per row that still has masks. `alg`/`alg_temp`/`steps` are unused;
+    threshold tau:  every masked block position whose confidence p(x0) (the model's probability of
+                    its sampled token, softmax at temperature 1: `threshold_commit`) is >= tau, and at
+                    least the most confident one per row that still has masks. `alg`/`alg_temp`/`steps` are unused;
                     tau > 1 commits one token per step, tau = 0 fills a block in one step. Rows that
                     finish a block early wait (commit nothing) until every row has finished it.
     remasking:      ReMDM (`remasking.py`) on the block's time grid: masks decode with p_unmask
@@ -219,16 +219,24 @@ def merge_feedback(
 # The loop.
 
 
-def threshold_algorithm(threshold: float):
-    """Threshold decoding as an unmasking algorithm: confidence p(x0); commit every candidate with
-    confidence >= threshold and, per row, at least the most confident one."""
-    from .unmasking import UnmaskingAlgorithm
+def threshold_commit(x, masked, rows, threshold: float, config, generator=None) -> torch.Tensor:
+    """Threshold decoding: sample x0 at every `masked` position as Dream does (temperature, top-p,
+    top-k); commit those whose confidence p(x0) >= threshold and, per row, at least the most
+    confident one.
 
-    def select(confidence: torch.Tensor, candidates: torch.Tensor, plan: StepPlan) -> torch.Tensor:
-        at_least_one = top_per_row(confidence, candidates, torch.ones_like(plan.counts))
-        return at_least_one | (candidates & (confidence >= threshold))
-
-    return UnmaskingAlgorithm(max_prob_confidence, select)
+    The confidence is the model's own probability of x0, softmax(rows) at temperature 1 over the
+    allowed vocabulary, not that of the tempered, truncated sampling distribution: at Dream's
+    evaluation settings (temperature 0.1, top-p 0.9) the latter is ~1 almost everywhere, and any
+    threshold would fill a block in one step. At temperature 0 without top-p/top-k both agree.
+    rows: (n, V) logits at the `masked` positions (row-major).
+    """
+    allowed = suppress_tokens(rows, config.mask_token_id, config.tokenizer_vocab_size)  # (n, V) float32
+    x0, _ = sample_tokens(allowed, config.temperature or 0.0, config.top_p, config.top_k, generator)
+    confidence = torch.full(x.shape, float("-inf"), device=x.device)  # (b, l) float32
+    confidence[masked] = max_prob_confidence(allowed.softmax(-1), x0)
+    chosen = top_per_row(confidence, masked, torch.ones_like(masked.sum(-1))) | (masked & (confidence >= threshold))
+    proposal = x.masked_scatter(masked, x0)  # (b, l): x0 at the masked positions
+    return torch.where(chosen, proposal, x)
 
 
 class BlockDecoder:
@@ -245,10 +253,7 @@ class BlockDecoder:
         self.position_ids = None  # (b, l), the canvas positions, for windowed passes
         self.nfe = 0
         self.full_logits = logits_hook is not None  # (b, l, V) logits for hooks, else LM head at targets only
-        if config.threshold is not None:
-            self.algorithm = threshold_algorithm(float(config.threshold))
-        else:
-            self.algorithm = get_unmasking_algorithm(config.alg)
+        self.algorithm = get_unmasking_algorithm(config.alg) if config.threshold is None else None
 
     def run(self, x: torch.Tensor, tokens_hook=None):
         """Decode every block. Returns (x, history, trace) like the plain loop. Hooks get the step's
@@ -334,18 +339,17 @@ class BlockDecoder:
         """Dream's unmasking inside the block (fixed steps, ReMDM counts) or threshold decoding."""
         from .generation_utils import unmask_step  # deferred: generation_utils imports this module
 
-        num_masked = block_masked.sum(-1)  # (b,)
         if grid is None:
-            plan = StepPlan(counts=num_masked, transfer_prob=1.0, generator=self.generator)
-        else:
-            timesteps, probabilities = grid
-            counts, transfer = tokens_to_unmask(num_masked, timesteps, i), transfer_probability(timesteps, i)
-            p = probabilities[i]
-            if p.remask > 0 or not self.plan.remasking.keeps_dream_alpha:
-                counts, transfer = (num_masked.float() * p.unmask).long(), p.unmask
-                if i == len(probabilities) - 1:
-                    counts = num_masked
-            plan = StepPlan(counts=counts, transfer_prob=transfer, alg_temp=self.config.alg_temp, generator=self.generator)
+            return threshold_commit(x, block_masked, rows, float(self.config.threshold), self.config, self.generator)
+        num_masked = block_masked.sum(-1)  # (b,)
+        timesteps, probabilities = grid
+        counts, transfer = tokens_to_unmask(num_masked, timesteps, i), transfer_probability(timesteps, i)
+        p = probabilities[i]
+        if p.remask > 0 or not self.plan.remasking.keeps_dream_alpha:  # ReMDM's count (sigma = 0: Dream's exactly)
+            counts, transfer = (num_masked.float() * p.unmask).long(), p.unmask
+            if i == len(probabilities) - 1:
+                counts = num_masked
+        plan = StepPlan(counts=counts, transfer_prob=transfer, alg_temp=self.config.alg_temp, generator=self.generator)
         return unmask_step(x, block_masked, rows, self.algorithm, plan, self.config)
 
     def _update_feedback(self, x, targets, raw, full: bool) -> None:
