@@ -1,0 +1,139 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from sm_dream.configs import parse_args
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+TINY = RECIPES / "tiny" / "sft_sm_tiny.yaml"
+PAIRS = [(RECIPES / d / "sft_sm_dora.yaml", RECIPES / d / "sft_binary_dora.yaml") for d in ("dream_coder", "dream")]
+ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+RUN_RECIPES = sorted(p for d in ("dream_coder", "dream", "tiny") for p in (RECIPES / d).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RUN_RECIPES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_recipe_parses(recipe):
+    data_args, training_args, model_args = parse_args(["--config", str(recipe), "--use_cpu", "true"])
+    assert data_args.sources() and model_args.finetuning in ("dora", "full")
+    assert training_args.max_grad_norm == 7.0 and training_args.warmup_steps == 0.03
+    assert training_args.lr_scheduler_type == "cosine" and training_args.remove_unused_columns is False
+
+
+@pytest.mark.parametrize("sm, binary", PAIRS, ids=["dream_coder", "dream"])
+def test_binary_baseline_is_the_same_recipe_with_sm_off(sm, binary):
+    a, b = yaml.safe_load(sm.read_text()), yaml.safe_load(binary.read_text())
+    differing = {k for k in set(a) | set(b) if a.get(k) != b.get(k)}
+    assert differing == {"p_sm", "model_config_overrides", "output_dir", "export_dir"}
+    assert a["p_sm"] == 0.5 and b["p_sm"] == 0.0 and b["model_config_overrides"] == {"sm_enabled": False}
+    assert (a["lora_r"], a["lora_alpha"], a["learning_rate"], a["sm_learning_rate"]) == (16, 16, 1e-5, 1e-2)
+    assert a["lora_target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    assert a["per_device_train_batch_size"] * a["gradient_accumulation_steps"] == 8
+
+
+def test_recipe_flags_win_over_yaml_and_unknown_keys_fail(tmp_path):
+    data_args, training_args, model_args = parse_args(["--config", str(TINY), "--p_sm", "0.8", "--finetuning", "full"])
+    assert training_args.p_sm == 0.8 and model_args.finetuning == "full" and data_args.max_eos_pad == 50
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.read_text() + "\nlerning_rate: 1.0\n")
+    with pytest.raises(ValueError, match=r"unknown keys \['lerning_rate'\]"):
+        parse_args(["--config", str(bad)])
+    with pytest.raises(ValueError, match="--no_such_flag"):
+        parse_args(["--config", str(TINY), "--no_such_flag", "1"])
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_configs_validate(stage):
+    pytest.importorskip("deepspeed")
+    from deepspeed.runtime.config import DeepSpeedConfig
+    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+
+    path = RECIPES / "accelerate_configs" / f"ds_zero{stage}.json"
+    raw = json.loads(path.read_text())
+    assert "optimizer" not in raw and "scheduler" not in raw  # else DeepSpeed drops the SM learning-rate group
+    _, training_args, _ = parse_args(["--config", str(PAIRS[0][0]), "--use_cpu", "true", "--bf16", "false"])
+    filled = HfTrainerDeepSpeedConfig(str(path))
+    filled.trainer_config_process(training_args)
+    ds = DeepSpeedConfig(filled.config)
+    assert ds.zero_optimization_stage == stage and ds.gradient_clipping == 7.0
+    assert ds.gradient_accumulation_steps == 4 and ds.train_micro_batch_size_per_gpu == 2
+    if stage == 3:
+        assert ds.zero_config.gather_16bit_weights_on_model_save
+    typo = json.loads(json.dumps(filled.config))
+    typo["zero_optimization"]["stagee"] = typo["zero_optimization"].pop("stage")
+    with pytest.raises(Exception, match="stagee"):
+        DeepSpeedConfig(typo)  # the validation is strict, so the shipped files really passed it
+
+
+@pytest.mark.parametrize("name, kind", [("ddp.yaml", "MULTI_GPU"), ("zero2.yaml", "DEEPSPEED"), ("zero3.yaml", "DEEPSPEED")])
+def test_accelerate_configs_load(name, kind):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(RECIPES / "accelerate_configs" / name))
+    assert config.distributed_type == kind
+    if kind == "DEEPSPEED":
+        assert (ROOT / config.deepspeed_config["deepspeed_config_file"]).exists()
+
+
+def _corpus_with_bad_rows(path: Path) -> dict:
+    """24 good records from the shipped file and one bad row of each kind; returns the bad counts."""
+    good = (RECIPES / "tiny" / "data" / "chat_tiny.jsonl").read_text().splitlines()[:24]
+    bad = {
+        "invalid_json": ['{"messages": [oops'],
+        "missing_role": [json.dumps({"messages": [{"content": "hi"}, {"role": "assistant", "content": "hello there you"}]})],
+        "non_text_content": [json.dumps({"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "x"}]})],
+        "empty_content": [json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]})],
+        "no_assistant_message": [json.dumps({"messages": [{"role": "user", "content": "anyone?"}]})],
+        "missing_messages": [json.dumps({"text": "not a chat"})],
+        "tool_call": [json.dumps({"messages": [{"role": "user", "content": "run"},
+                                               {"role": "assistant", "content": "<tool_call>{}</tool_call> done now"}]})],
+        "response_too_short": [json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hi."}]})],
+    }
+    lines = good[:8] + [line for rows in bad.values() for line in rows] + good[8:]
+    path.write_text("\n".join(lines) + "\n")
+    return {reason: len(rows) for reason, rows in bad.items()}
+
+
+def test_tiny_recipe_end_to_end_with_malformed_rows(tmp_path):
+    """Train with SM on a corpus with bad rows (each skipped and counted), export, reload without
+    sm_dream (trust_remote_code) and generate."""
+    from sm_dream.finetune import main
+
+    corpus = tmp_path / "corpus.jsonl"
+    expected_bad = _corpus_with_bad_rows(corpus)
+    out = tmp_path / "run"
+    trainer = main(*parse_args([
+        "--config", str(TINY), "--data_files", str(corpus), "--output_dir", str(out),
+        "--export_dir", str(out / "merged"), "--max_train_samples", "1000", "--holdout_fraction", "0.1",
+        "--max_steps", "2", "--gradient_accumulation_steps", "1", "--eval_strategy", "no", "--save_strategy", "no"]))
+    assert trainer.state.global_step == 2
+    stats = json.loads((out / "data_stats.json").read_text())
+    totals = {}
+    for counts in stats.values():
+        for reason, n in counts.items():
+            totals[reason] = totals.get(reason, 0) + n
+    assert {r: totals.get(r, 0) for r in expected_bad} == expected_bad
+    assert totals["ok"] == 24 and sum(totals.values()) - totals.get("truncated", 0) == 24 + len(expected_bad)
+    trained = {k: v for k, v in trainer.state.log_history[-2].items() if k.startswith("sm/w_")}
+    proc = subprocess.run([sys.executable, str(RECIPES / "generate_standalone.py"), str(out / "merged"),
+                           "--max_new_tokens", "4"], capture_output=True, text=True, env=ONE_THREAD_ENV, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "sm_dream importable: False" in proc.stdout and "4 forward passes" not in proc.stdout
+    assert f"w_s={trained['sm/w_s']:.4f}" in proc.stdout, (proc.stdout, trained)
+    assert "generated: " in proc.stdout
