@@ -55,7 +55,7 @@ class ReplicationArgs:
     # ---- training
     batch_size: int = 8
     pretrain_steps: int = 1500
-    continue_steps: int = 1000
+    continue_steps: int = 500
     lr_backbone: float = 1e-3
     lr_sm: float = 1e-2
     warmup_steps: int = 50  # linear warmup, then constant (as in the paper's continuation)
@@ -68,12 +68,12 @@ class ReplicationArgs:
     seeds: List[int] = field(default_factory=lambda: [1, 2, 3])
     # ---- evaluation
     log_every: int = 20
-    eval_every: int = 250
+    eval_every: int = 100
     eval_windows: int = 128  # held-out windows, each scored eval_repeats times with seeded noise
     eval_repeats: int = 2
     eval_batch_size: int = 64
-    gen_prompts: int = 64
-    gen_new_tokens: int = 64  # the prompt is the window's first seq_len - gen_new_tokens tokens
+    gen_prompts: int = 32
+    gen_new_tokens: int = 32  # the prompt is the window's first seq_len - gen_new_tokens tokens
     nfe_budgets: List[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])
     gen_alg: str = "origin"  # MDLM's standard random unmasking, as in the paper's Table 1
     gen_temperature: float = 1.0

@@ -106,13 +106,13 @@ def series(results: Dict, arm: str, key: str) -> Tuple[List[int], List[List[floa
     return steps, [[hist[i][key] for hist in histories] for i in range(len(steps))]
 
 
-def _band(ax, steps, values, label, style="-", start=None):
+def _band(ax, steps, values, label, style="-", start=None, color=None):
     """Mean line with a min-max band over seeds; `start` prepends (0, value) to the curve."""
     mean = [statistics.fmean(v) for v in values]
     low, high = [min(v) for v in values], [max(v) for v in values]
     if start is not None:
         steps, mean, low, high = [0] + steps, [start] + mean, [start] + low, [start] + high
-    (line,) = ax.plot(steps, mean, style, label=label)
+    (line,) = ax.plot(steps, mean, style, label=label, color=color)
     ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
 
 
@@ -129,8 +129,26 @@ def _plot_generation(ax, results: Dict, metric: str, title: str) -> None:
     ax.legend(fontsize=7)
 
 
+def _plot_heldout(ax_nll, ax_delta, results: Dict) -> None:
+    """(a) held-out NLL of each arm and input; (b) the paired difference to the binary arm, per step."""
+    base = [h for h in results["pretrain"]["history"] if "nll_binary" in h][-1]["nll_binary"]
+    steps, reference = series(results, "binary", "nll_binary")
+    for (label, arm, key), color in zip(HELDOUT_ROWS, ("C0", "C1", "C2")):
+        style = "--" if arm == "sm" and key == "nll_binary" else "-"
+        _band(ax_nll, *series(results, arm, key), label, style, start=base, color=color)
+        if arm == "sm":
+            delta = [[a - b for a, b in zip(v, r)] for v, r in zip(series(results, arm, key)[1], reference)]
+            _band(ax_delta, steps, delta, f"{label} - binary arm", style, start=0.0, color=color)
+    ax_delta.axhline(0.0, color="gray", lw=0.8)
+    ax_nll.set(title="(a) held-out NLL (nats/token)", xlabel="continuation step")
+    ax_delta.set(title="(b) held-out NLL minus the binary arm's (same seed)", xlabel="continuation step")
+    ax_nll.legend(fontsize=7)
+    ax_delta.legend(fontsize=7)
+
+
 def plot_report(results: Dict, path: Path) -> None:
-    """Six panels: held-out NLL, w_s, w_a and w_b over continuation steps; generation metrics vs budget."""
+    """Six panels: held-out NLL and its paired difference, w_s, w_a and w_b over continuation
+    steps, generation NLL vs NFE budget."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -138,18 +156,14 @@ def plot_report(results: Dict, path: Path) -> None:
     FigureCanvasAgg(fig)
     fig.subplots_adjust(left=0.05, right=0.98, bottom=0.07, top=0.9, wspace=0.25, hspace=0.35)
     axes = fig.subplots(2, 3).flatten()
-    base = [h for h in results["pretrain"]["history"] if "nll_binary" in h][-1]["nll_binary"]
-    for label, arm, key in HELDOUT_ROWS:
-        _band(axes[0], *series(results, arm, key), label, "--" if "one pass (binary" in label else "-", start=base)
-    axes[0].set(title="(a) held-out NLL (nats/token)", xlabel="continuation step")
-    axes[0].legend(fontsize=7)
-    init = results["pretrain"]["history"][-1]
-    for ax, name in zip(axes[1:4], SM_PARAMETERS):
+    _plot_heldout(axes[0], axes[1], results)
+    init = results["pretrain"]["history"][-1]  # the base never trains its SM parameters
+    for ax, name, letter in zip(axes[2:5], SM_PARAMETERS, "cde"):
         _band(ax, *series(results, "sm", name), f"SM arm {name}", start=init[name])
-        ax.set(title=f"({'bcd'[SM_PARAMETERS.index(name)]}) learned {name}", xlabel="continuation step")
-    _plot_generation(axes[4], results, "nll", "(e) generation: NLL under binary scorer")
-    _plot_generation(axes[5], results, "unigram_entropy", "(f) generation: unigram entropy (bits)")
-    fig.suptitle(f"Soft-masking vs binary, {len(results['seeds'])} seed(s) (band: min-max, bars: std)")
+        ax.set(title=f"({letter}) learned {name}", xlabel="continuation step")
+    _plot_generation(axes[5], results, "nll", "(f) generation: NLL under the binary model")
+    fig.suptitle(f"Soft-masking vs binary masking, {len(results['seeds'])} seed(s): mean, band = min-max over "
+                 "seeds; bars = std")
     fig.savefig(path, dpi=90)
 
 
