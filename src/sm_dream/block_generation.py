@@ -99,28 +99,27 @@ class BlockPlan:
     remasking: RemaskingSchedule
 
 
-def _check_fields(config) -> None:
-    checks = [
-        ("block_length", config.block_length is None or (_is_int(config.block_length) and config.block_length >= 1),
-         "it must be an integer >= 1 or None"),
+def fast_decoding_checks(config) -> List[Tuple[str, bool, str]]:
+    """(field, valid?, how to fix) for the fast-decoding fields of a generation config."""
+    return [
+        ("block_length", _positive_int_or_none(config.block_length), "it must be an integer >= 1 or None"),
         ("threshold", config.threshold is None or config.threshold >= 0, "it must be >= 0 (e.g. 0.9) or None"),
-        ("cache_refresh_interval", config.cache_refresh_interval is None
-         or (_is_int(config.cache_refresh_interval) and config.cache_refresh_interval >= 1), "it must be >= 1 or None"),
+        ("cache_refresh_interval", _positive_int_or_none(config.cache_refresh_interval), "it must be >= 1 or None"),
         ("remasking", config.remasking is None or config.threshold is None or config.remasking == "none",
          "ReMDM needs a time grid: use fixed steps (threshold=None)"),
     ]
-    for name, ok, fix in checks:
-        if not ok:
-            raise ValueError(f"{name}={getattr(config, name)!r} is invalid: {fix}.")
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _positive_int_or_none(value) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
 
 
 def plan_blocks(config, prompt_length: int, new_tokens: int) -> BlockPlan:
     """Blocks, per-block steps, cache kind and remasking schedule for this call (ValueError if invalid)."""
-    _check_fields(config)
+    invalid = [(name, fix) for name, ok, fix in fast_decoding_checks(config) if not ok]
+    if invalid:
+        name, fix = invalid[0]
+        raise ValueError(f"{name}={getattr(config, name)!r} is invalid: {fix}.")
     cache_kind = "dual" if config.dual_cache else ("prefix" if config.use_cache else None)
     length = config.block_length or (DEFAULT_CACHED_BLOCK_LENGTH if cache_kind else new_tokens)
     length = min(length, new_tokens)
@@ -163,6 +162,9 @@ def select_feedback(feedback: Optional[SoftMaskFeedback], keep: torch.Tensor) ->
     positions = feedback.positions & keep
     if not bool(positions.any()):
         return None
+    if torch.equal(positions, feedback.positions):
+        return SoftMaskFeedback(positions, feedback.entropy, feedback.topk_ids, feedback.topk_probs,
+                                feedback.logits, feedback.scale)
     rows = _row_index(feedback.positions)[positions]  # (n,), row-major order of the kept positions
     logits = None if feedback.logits is None else feedback.logits[rows]
     return SoftMaskFeedback(positions, feedback.entropy[rows], feedback.topk_ids[rows], feedback.topk_probs[rows],
@@ -242,40 +244,43 @@ def threshold_commit(x, masked, rows, threshold: float, config, generator=None) 
 class BlockDecoder:
     """One block-mode `diffusion_generate` call: the model, its KV cache and the SM feedback store."""
 
-    def __init__(self, model, attention_mask, prompt_length: int, config, plan: BlockPlan, logits_hook=None,
-                 generator=None):
+    def __init__(self, model, attention_mask, prompt_length: int, config, plan: BlockPlan, tokens_hook=None,
+                 logits_hook=None, generator=None):
         self.model, self.attention_mask, self.config, self.plan = model, attention_mask, config, plan
-        self.prompt_length, self.logits_hook, self.generator = prompt_length, logits_hook, generator
+        self.prompt_length, self.generator = prompt_length, generator
+        self.tokens_hook, self.logits_hook = tokens_hook, logits_hook
         self.mask_id = config.mask_token_id
         self.cache: Optional[BlockKVCache] = make_kv_cache(plan.cache_kind) if plan.cache_kind else None
         self.feedback: Optional[SoftMaskFeedback] = None  # latest feedback of every masked position
         self.remasks = config.remasking not in (None, "none")
         self.position_ids = None  # (b, l), the canvas positions, for windowed passes
         self.nfe = 0
-        self.full_logits = logits_hook is not None  # (b, l, V) logits for hooks, else LM head at targets only
+        # Hooks get (b, l, V) logits (NaN where a pass predicts nothing); else the LM head runs at targets only.
+        self.full_logits = tokens_hook is not None or logits_hook is not None
         self.algorithm = get_unmasking_algorithm(config.alg) if config.threshold is None else None
 
-    def run(self, x: torch.Tensor, tokens_hook=None):
-        """Decode every block. Returns (x, history, trace) like the plain loop. Hooks get the step's
-        (b, l, V) shift-aligned logits, NaN at the positions the pass did not predict."""
-        self.full_logits = tokens_hook is not None or self.logits_hook is not None
+    def run(self, x: torch.Tensor):
+        """Decode every block. Returns (x, history, trace) like the plain loop."""
         from .generation_utils import _as_list, finished_rows  # deferred: generation_utils imports this module
 
-        x = tokens_hook(None, x, None) if tokens_hook is not None else x
+        hook = self.tokens_hook
+        x = hook(None, x, None) if hook is not None else x
         eos = torch.tensor(_as_list(self.config.eos_token_id), dtype=x.dtype, device=x.device)
         history, trace, step = [], [], 0
         for (start, end), n_steps in zip(self.plan.blocks, self.plan.steps):
-            grid = self._grid(n_steps, x.device)
-            i = 0
-            while (i < n_steps) if n_steps is not None else bool((x[:, start:end] == self.mask_id).any()):
+            grid, i, done = self._grid(n_steps, x.device), 0, False
+            while not done and ((i < n_steps) if n_steps is not None else bool((x[:, start:end] == self.mask_id).any())):
                 x, logits = self.step(x, start, end, i, grid, step)
-                x = tokens_hook(step, x, logits) if tokens_hook is not None else x
+                x = hook(step, x, logits) if hook is not None else x
+                done = self.config.stop_when_finished and bool(finished_rows(x, self.prompt_length, self.mask_id, eos).all())
+                if done and len(eos):
+                    x = x.masked_fill(x == self.mask_id, int(eos[0]))  # only after every row's first eos
                 if self.config.output_history:
                     history.append(x.clone())
-                    trace.append(self.model._trace_step(self._scaled_feedback(x, step + 1)))
+                    trace.append(None if done else self.model._trace_step(self._scaled_feedback(x, step + 1)))
                 step, i = step + 1, i + 1
-                if self.config.stop_when_finished and bool(finished_rows(x, self.prompt_length, self.mask_id, eos).all()):
-                    return (x.masked_fill(x == self.mask_id, int(eos[0])) if len(eos) else x), history, trace
+            if done:
+                break
         return x, history, trace
 
     def _grid(self, n_steps: Optional[int], device):
@@ -385,6 +390,6 @@ def block_diffusion_sample(model, x, attention_mask, prompt_length, config, toke
     """The block loop behind `diffusion_generate(block_length=..., use_cache=..., threshold=...,
     remasking=...)`. Returns (x, history, trace, nfe) like the plain loop."""
     plan = plan_blocks(config, prompt_length, x.shape[1] - prompt_length)
-    decoder = BlockDecoder(model, attention_mask, prompt_length, config, plan, logits_hook, generator)
-    x, history, trace = decoder.run(x, tokens_hook)
+    decoder = BlockDecoder(model, attention_mask, prompt_length, config, plan, tokens_hook, logits_hook, generator)
+    x, history, trace = decoder.run(x)
     return x, history, trace, decoder.nfe
