@@ -206,3 +206,11 @@ def test_quick_mode_end_to_end(tmp_path):
     for row in ("| binary arm |", "| SM arm, two passes (SM input) |", "| w_s |", "| reference text |",
                 "| 1/4 | 4 | binary |", "| 1/2 | 8 | sm |", "| 1 | 16 | sm |"):
         assert row in report, row
+
+
+@pytest.mark.slow  # spawns two worker processes (each imports torch and transformers)
+def test_parallel_arms_match_in_process_arms(tmp_path):
+    args = ["--quick", "--seeds", "1", "2", "--continue_steps", "4"]
+    parallel = main(args + ["--workers", "2", "--output_dir", str(tmp_path / "w2")])
+    inline = main(args + ["--workers", "1", "--output_dir", str(tmp_path / "w1")])
+    assert parallel["seeds"] == inline["seeds"] and parallel["pretrain"] == inline["pretrain"]

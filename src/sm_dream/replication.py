@@ -15,13 +15,16 @@
 """
 
 import argparse
-import copy
+import contextlib
 import dataclasses
+import functools
 import json
 import math
+import multiprocessing
 import platform
 import sys
 import time
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -78,7 +81,8 @@ class ReplicationArgs:
     gen_alg: str = "origin"  # MDLM's standard random unmasking, as in the paper's Table 1
     gen_temperature: float = 1.0
     gen_top_p: float = 0.9  # nucleus sampling, as the paper's MAUVE setup
-    threads: int = 1  # 1 is fastest on a shared 2-core machine (2 threads wait on each other under load)
+    workers: int = 2  # processes training arms in parallel (1 = all in this process)
+    threads: int = 1  # torch threads per process; 1 is fastest on a shared 2-core machine (2 threads wait on each other under load)
 
     def validate(self) -> None:
         """Raise ValueError naming the setting that cannot work."""
@@ -88,6 +92,8 @@ class ReplicationArgs:
             raise ValueError(f"gen_new_tokens={self.gen_new_tokens} must lie in (0, seq_len={self.seq_len}).")
         if any(b <= 0 or b > 1 for b in self.nfe_budgets):
             raise ValueError(f"nfe_budgets={self.nfe_budgets} must lie in (0, 1], e.g. 0.25 0.5 1.")
+        if self.workers < 1 or self.threads < 1:
+            raise ValueError(f"workers={self.workers} and threads={self.threads} must be >= 1.")
         if self.eval_every < 1 or self.log_every < 1:
             raise ValueError(f"eval_every={self.eval_every} and log_every={self.log_every} must be >= 1.")
 
@@ -95,7 +101,7 @@ class ReplicationArgs:
 QUICK_OVERRIDES = dict(
     max_files=12, vocab_size=512, seq_len=48, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
     batch_size=4, pretrain_steps=12, continue_steps=8, warmup_steps=2, seeds=[1], log_every=2, eval_every=4,
-    eval_windows=8, eval_repeats=1, gen_prompts=4, gen_new_tokens=16,
+    eval_windows=8, eval_repeats=1, gen_prompts=4, gen_new_tokens=16, workers=1,
 )  # checks that the pipeline works; no claim can be drawn from it
 
 
@@ -214,8 +220,13 @@ def _run(args: ReplicationArgs, out: Path, log, command: str) -> Dict:
     results = {"args": dataclasses.asdict(args), "command": command, "corpus": corpus, "pretrain": {"history": history},
                "seeds": {}}
     results["timing"] = {"pretrain_s": time.time() - started}
-    for seed in args.seeds:
-        results["seeds"][str(seed)] = run_seed(base, data, args, seed, log, results["timing"])
+    with _executor(args.workers) as pool:  # all (seed, arm) continuations, then each seed's generation
+        jobs = {(seed, arm): pool.submit(continue_arm, base.config, base.state_dict(), data["train"],
+                                         data["eval_windows"], args, arm, seed, _arm_log(log, seed, arm, args.workers))
+                for seed in args.seeds for arm in ARMS}
+        for seed in args.seeds:
+            arms = {arm: jobs[(seed, arm)].result() for arm in ARMS}
+            results["seeds"][str(seed)] = finish_seed(arms, data, args, seed, log, results["timing"])
     results["timing"]["total_s"] = time.time() - started
     (out / "results.json").write_text(json.dumps(results, indent=1))
     write_report(results, out)
@@ -223,18 +234,29 @@ def _run(args: ReplicationArgs, out: Path, log, command: str) -> Dict:
     return results
 
 
-def run_seed(base, data: Dict, args: ReplicationArgs, seed: int, log, timing: Dict) -> Dict:
-    """Both arms of one seed, continued from the pretrained `base`, then generation from each arm."""
+def continue_arm(config, state: Dict, train: torch.Tensor, eval_windows: torch.Tensor, args: ReplicationArgs,
+                 arm: str, seed: int, log=print) -> Tuple[Dict, List[Dict], float]:
+    """One arm of one seed, continued from the pretrained weights `state` (in a worker process when
+    args.workers > 1): (final state_dict, history, seconds)."""
+    torch.set_num_threads(args.threads)
+    start = time.time()
+    p_sm = args.p_sm if ARMS[arm] is None else ARMS[arm]
+    log(f"{args.continue_steps} steps, p_sm {p_sm}")
+    model = SoftMaskDreamForDiffusionLM(config)
+    model.load_state_dict(state)
+    evaluate = make_evaluator({"eval_windows": eval_windows}, args, soft=p_sm > 0, log=log)
+    history = train_phase(model, train, args, args.continue_steps, p_sm, seed, evaluate)
+    return model.state_dict(), history, time.time() - start
+
+
+def finish_seed(arms: Dict, data: Dict, args: ReplicationArgs, seed: int, log, timing: Dict) -> Dict:
+    """The seed's results from its arms {arm: continue_arm(...)}, with generation from each arm."""
     models, seed_results = {}, {}
-    for arm, p_sm in ARMS.items():
-        p_sm = args.p_sm if p_sm is None else p_sm
-        start = time.time()
-        log(f"seed {seed}, arm {arm} (p_sm {p_sm}): {args.continue_steps} steps")
-        models[arm] = copy.deepcopy(base)
-        evaluate = make_evaluator(data, args, soft=p_sm > 0, log=log)
-        history = train_phase(models[arm], data["train"], args, args.continue_steps, p_sm, seed, evaluate)
+    for arm, (state, history, seconds) in arms.items():
+        models[arm] = build_model(args, data["mask_id"] + 1, data["eos_id"], data["mask_id"])
+        models[arm].load_state_dict(state)
         seed_results[arm] = {"history": history, "final": {k: v for k, v in history[-1].items() if k != "step"}}
-        timing[f"seed{seed}_{arm}_s"] = time.time() - start
+        timing[f"seed{seed}_{arm}_s"] = seconds
     start = time.time()
     generation = evaluate_generation(models, data, args, seed, log)
     timing[f"seed{seed}_generation_s"] = time.time() - start
@@ -242,6 +264,34 @@ def run_seed(base, data: Dict, args: ReplicationArgs, seed: int, log, timing: Di
         seed_results[arm]["generation"] = generation[arm]
     seed_results["reference"] = generation["reference"]
     return seed_results
+
+
+class _InlineExecutor(contextlib.AbstractContextManager):
+    """`submit` runs the call at once (workers = 1), returning a finished Future."""
+
+    def __exit__(self, *exc):
+        return None
+
+    def submit(self, fn, *args, **kwargs) -> Future:
+        future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def _executor(workers: int):
+    if workers <= 1:
+        return _InlineExecutor()
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _print_prefixed(prefix: str, message: str) -> None:
+    print(f"{prefix} {message}", flush=True)
+
+
+def _arm_log(log, seed: int, arm: str, workers: int):
+    """The arm's logger: the caller's `log` in process, a picklable print in worker processes."""
+    prefix = f"[seed {seed}, {arm}]"
+    return functools.partial(_print_prefixed, prefix) if workers > 1 else lambda message: log(f"{prefix} {message}")
 
 
 def _field_parser(f: dataclasses.Field):
