@@ -34,6 +34,7 @@ from .unmasking import (
     StepPlan,
     diffusion_timesteps,
     get_unmasking_algorithm,
+    rows_per_chunk,
     sample_tokens,
     suppress_tokens,
     tokens_to_unmask,
@@ -313,10 +314,11 @@ class SoftMaskDreamGenerationMixin:
         timesteps = diffusion_timesteps(config.steps, config.eps, device=x.device)
         eos_ids = torch.tensor(_as_list(config.eos_token_id), dtype=x.dtype, device=x.device)
         x = tokens_hook(None, x, None) if tokens_hook is not None else x
+        full = tokens_hook is not None or logits_hook is not None  # hooks see (b, l, V) logits, as in Dream
         feedback, history, trace, nfe = None, [], [], 0
         for step in range(config.steps):
             masked = x == config.mask_token_id  # (b, l)
-            raw, rows, logits = self._denoiser_rows(x, attention_mask, masked, feedback, step, logits_hook)
+            raw, rows, logits = self._denoiser_rows(x, attention_mask, masked, feedback, step, logits_hook, full)
             nfe += 1
             plan = StepPlan(
                 counts=tokens_to_unmask(masked.sum(-1), timesteps, step),
@@ -326,28 +328,32 @@ class SoftMaskDreamGenerationMixin:
             )
             x = unmask_step(x, masked, rows, algorithm, plan, config)
             x = tokens_hook(step, x, logits) if tokens_hook is not None else x
+            done = config.stop_when_finished and bool(finished_rows(x, prompt_length, config.mask_token_id, eos_ids).all())
+            if done and len(eos_ids):
+                x = x.masked_fill(x == config.mask_token_id, int(eos_ids[0]))  # only after every row's first eos
             feedback = None
-            if config.soft_masking and step < config.steps - 1:
+            if config.soft_masking and step < config.steps - 1 and not done:
                 feedback = self._next_feedback(raw, masked, x, step + 1, config)
             if config.output_history:
                 history.append(x.clone())
                 trace.append(self._trace_step(feedback))
-            if config.stop_when_finished and bool(finished_rows(x, prompt_length, config.mask_token_id, eos_ids).all()):
-                x = x.masked_fill(x == config.mask_token_id, int(eos_ids[0])) if len(eos_ids) else x
+            if done:
                 break
         return x, history, trace, nfe
 
-    def _denoiser_rows(self, x, attention_mask, masked, feedback, step, logits_hook):
+    def _denoiser_rows(self, x, attention_mask, masked, feedback, step, logits_hook, full: bool):
         """One forward pass. Returns the raw shift-aligned logit rows at masked positions (n, V), the
-        rows to sample from (after the logits hook), and the full (b, l, V) logits when a hook runs."""
-        if logits_hook is None:
+        rows to sample from (after the logits hook) and, if `full`, the (b, l, V) logits for hooks;
+        otherwise the LM head runs at masked positions only."""
+        if not full:
             raw = self(x, attention_mask, sm_feedback=feedback, target_mask=masked).logits  # (n, V)
             return raw, raw, None
         from .modeling_sm_dream import shift_right  # deferred: modeling imports this module
 
         logits = shift_right(self(x, attention_mask, sm_feedback=feedback).logits)  # (b, l, V)
         raw = logits[masked]  # a copy: the hook may edit `logits` in place
-        logits = logits_hook(step, x, logits)
+        if logits_hook is not None:
+            logits = logits_hook(step, x, logits)
         return raw, logits[masked], logits
 
     def _next_feedback(self, raw_rows, masked, x, next_step: int, config) -> Optional[SoftMaskFeedback]:
@@ -356,10 +362,9 @@ class SoftMaskDreamGenerationMixin:
         still = masked & (x == config.mask_token_id)  # (b, l)
         if scale == 0.0 or not bool(still.any()):
             return None
-        keep = still[masked]  # (n,) which logit rows belong to positions still masked
-        rows = raw_rows if bool(keep.all()) else raw_rows[keep]
-        feedback = feedback_from_logits(rows, still, k=self.config.sm_top_k, full_vocab=self.config.sm_full_vocab)
-        return feedback.with_scale(scale)
+        feedback = feedback_from_logits(raw_rows, masked, k=self.config.sm_top_k,
+                                        full_vocab=self.config.sm_full_vocab, chunk_size=rows_per_chunk(raw_rows))
+        return select_feedback(feedback, still).with_scale(scale)
 
     def _trace_step(self, feedback: Optional[SoftMaskFeedback]) -> Optional[SoftMaskTraceStep]:
         if feedback is None:
@@ -370,17 +375,36 @@ class SoftMaskDreamGenerationMixin:
         return SoftMaskTraceStep(feedback.positions, feedback.topk_ids[:, 0], feedback.topk_probs[:, 0], lam)
 
 
+def select_feedback(feedback: SoftMaskFeedback, positions: torch.Tensor) -> SoftMaskFeedback:
+    """The rows of `feedback` at `positions`, a subset of its own positions (no logits recomputed).
+
+    Cheaper than copying the (n, V) logits of the positions that stay masked before computing
+    their feedback: the few rows just unmasked cost less than that copy.
+    """
+    keep = positions[feedback.positions]  # (n,) rows kept, in row-major order
+    if bool(keep.all()):
+        return SoftMaskFeedback(positions, feedback.entropy, feedback.topk_ids, feedback.topk_probs,
+                                feedback.logits, feedback.scale)
+    pick = lambda t: None if t is None else t[keep]  # noqa: E731
+    return SoftMaskFeedback(positions, feedback.entropy[keep], feedback.topk_ids[keep], feedback.topk_probs[keep],
+                            pick(feedback.logits), feedback.scale)
+
+
 def unmask_step(x, masked, rows, algorithm, plan: StepPlan, config) -> torch.Tensor:
     """Commit the selected masked positions of `x` to their sampled tokens (a new tensor).
 
     rows: (n, V) logits at the `masked` positions (row-major). Confidences are float32.
     """
-    rows = suppress_tokens(rows, config.mask_token_id, config.tokenizer_vocab_size)  # (n, V) float32
-    x0, probs = sample_tokens(rows, config.temperature or 0.0, config.top_p, config.top_k, plan.generator)
+    candidates, confidences = [], []
+    for part in rows.split(rows_per_chunk(rows)):  # cache-sized chunks of (c, V) rows
+        part = suppress_tokens(part, config.mask_token_id, config.tokenizer_vocab_size)  # float32 copy
+        x0, probs = sample_tokens(part, config.temperature or 0.0, config.top_p, config.top_k, plan.generator)
+        candidates.append(x0)
+        confidences.append(algorithm.confidence(probs, x0, plan.generator))
     confidence = torch.full(x.shape, float("-inf"), device=x.device)  # (b, l) float32
-    confidence[masked] = algorithm.confidence(probs, x0, plan.generator)
     proposal = torch.full_like(x, -1)
-    proposal[masked] = x0
+    if candidates:
+        confidence[masked], proposal[masked] = torch.cat(confidences), torch.cat(candidates)
     chosen = algorithm.select(confidence, masked, plan)  # (b, l) bool
     return torch.where(chosen, proposal, x)
 
