@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from sm_dream import SoftMaskDreamForDiffusionLM, feedback_from_logits, schedule_factor
+from sm_dream import SoftMaskDreamForDiffusionLM, schedule_factor
 from sm_dream.generation_utils import SoftMaskDreamGenerationConfig, render_decoding, unmask_step
 from sm_dream.resources import DREAM_FIXTURE
 from sm_dream.soft_masking import SM_SCHEDULE_FUNCTIONS, entropy_from_logits

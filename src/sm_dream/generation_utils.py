@@ -27,6 +27,7 @@ import torch
 from transformers import GenerationConfig
 from transformers.modeling_outputs import ModelOutput
 
+from .decoding_trace import SoftMaskTraceStep, render_decoding, trace_step  # noqa: F401 (re-exported)
 from .block_generation import FAST_DECODING_DEFAULTS, block_diffusion_sample, uses_fast_decoding
 from .soft_masking import SM_SCHEDULE_FUNCTIONS, SoftMaskFeedback, feedback_from_logits, schedule_factor
 from .unmasking import (
@@ -130,22 +131,6 @@ class SoftMaskDreamGenerationConfig(GenerationConfig):
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-@dataclass
-class SoftMaskTraceStep:
-    """The soft state of the canvas after one step: what the next forward pass receives.
-
-    positions: (b, l) bool, the masked positions that carry SM feedback.
-    top_ids: (n,) the most likely token at each (row-major order of `positions`).
-    top_probs: (n,) its weight pi_1 in the blend.
-    lam: (n,) lambda actually applied (schedule factor included); 0 = plain [MASK].
-    """
-
-    positions: torch.Tensor
-    top_ids: torch.Tensor
-    top_probs: torch.Tensor
-    lam: torch.Tensor
 
 
 @dataclass
@@ -367,12 +352,8 @@ class SoftMaskDreamGenerationMixin:
         return select_feedback(feedback, still).with_scale(scale)
 
     def _trace_step(self, feedback: Optional[SoftMaskFeedback]) -> Optional[SoftMaskTraceStep]:
-        if feedback is None:
-            return None
-        lam = self.soft_mask(feedback.entropy)  # (n,)
-        if feedback.scale is not None:
-            lam = lam * feedback.scale[feedback.positions.nonzero()[:, 0]]
-        return SoftMaskTraceStep(feedback.positions, feedback.topk_ids[:, 0], feedback.topk_probs[:, 0], lam)
+        """What the next pass receives: top candidate and applied lambda per soft position."""
+        return trace_step(feedback, self.soft_mask)
 
 
 def select_feedback(feedback: SoftMaskFeedback, positions: torch.Tensor) -> SoftMaskFeedback:
@@ -422,34 +403,3 @@ def _as_list(ids) -> List[int]:
     if ids is None:
         return []
     return [int(i) for i in ids] if isinstance(ids, (list, tuple)) else [int(ids)]
-
-
-def render_decoding(output: SoftMaskDreamGenerationOutput, tokenizer=None, row: int = 0, prompt_length: int = 0,
-                    mask_token_id: Optional[int] = None, mask_text: str = "_") -> str:
-    """The decoding of one row, one line per step: committed tokens as text, plain masked positions
-    as `mask_text`, and positions that carry SM feedback as `[candidate lam]` (top candidate, lambda).
-
-    Needs `return_dict_in_generate=True, output_history=True`. `prompt_length` hides the prompt;
-    the mask id defaults to the tokenizer's. Without a tokenizer, ids are shown.
-    """
-    if not output.history:
-        raise ValueError("the output has no history: generate with return_dict_in_generate=True, output_history=True.")
-    mask_token_id = getattr(tokenizer, "mask_token_id", None) if mask_token_id is None else mask_token_id
-    if mask_token_id is None:
-        raise ValueError("pass mask_token_id (model.config.mask_token_id): the tokenizer has none.")
-    show = (lambda i: repr(tokenizer.decode([i]))) if tokenizer is not None else str
-    trace = output.sm_trace or (None,) * len(output.history)
-    lines = []
-    for step, (canvas, state) in enumerate(zip(output.history, trace)):
-        soft = {}
-        if state is not None:
-            cells = state.positions.nonzero().tolist()
-            soft = {(r, c): (int(t), float(lam)) for (r, c), t, lam in zip(cells, state.top_ids, state.lam)}
-        words = []
-        for col, token in enumerate(canvas[row, prompt_length:].tolist(), start=prompt_length):
-            if (row, col) in soft:
-                words.append(f"[{show(soft[(row, col)][0])} {soft[(row, col)][1]:.2f}]")
-            else:
-                words.append(mask_text if token == mask_token_id else show(token))
-        lines.append(f"step {step:>3}: " + " ".join(words))
-    return "\n".join(lines)
