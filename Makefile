@@ -17,8 +17,14 @@ $(STAMP):
 	$(PY) -m pip install -q -e ".[dev]"
 	rm -f $(VENV)/.installed-* && touch $@
 
+# The tiny CPU recipe end to end: SM + DoRA finetuning for a few steps on the shipped chat file, merged
+# export, then a fresh process without sm_dream loads it (trust_remote_code) and generates.
+# One thread: the tiny model's small matmuls only lose from OpenMP on a busy 2-core machine.
 demo: install
-	$(PY) -m sm_dream.demo --output_dir outputs/demo
+	rm -rf outputs/demo
+	OMP_NUM_THREADS=1 $(PY) recipes/finetune_dream_coder.py --config recipes/tiny/sft_sm_tiny.yaml \
+		--output_dir outputs/demo --export_dir outputs/demo/merged
+	OMP_NUM_THREADS=1 $(PY) recipes/generate_standalone.py outputs/demo/merged --prompt "What is 12 plus 30?"
 
 test: install
 	$(PY) -m pytest -q -m "not slow" tests

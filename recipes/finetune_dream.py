@@ -10,14 +10,9 @@ Any field of the YAML can be overridden on the command line (`--p_sm 0.8 --finet
 without --config the SM DoRA recipe is used.
 """
 
-import sys
 from pathlib import Path
 
-from sm_dream.configs import parse_args
-from sm_dream.finetune import main
-
-DEFAULT_RECIPE = Path(__file__).parent / "dream" / "sft_sm_dora.yaml"
+from sm_dream.finetune import run_recipe
 
 if __name__ == "__main__":
-    argv = sys.argv[1:] if "--config" in sys.argv else ["--config", str(DEFAULT_RECIPE), *sys.argv[1:]]
-    main(*parse_args(argv))
+    run_recipe(Path(__file__).parent / "dream" / "sft_sm_dora.yaml")

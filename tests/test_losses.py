@@ -7,18 +7,9 @@ from sm_dream import SoftMaskDreamForDiffusionLM
 from sm_dream.losses import masked_diffusion_loss, sm_two_pass_loss
 from sm_dream.noise import sample_noise
 from sm_dream.tiny import small_vocab_config
+from training_testing import one_thread  # noqa: F401 (autouse fixture)
 
 MASK = 127
-
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matmuls: one thread avoids OpenMP spin-waits on a shared 2-core machine (20x here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _model(**overrides):

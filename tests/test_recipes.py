@@ -5,24 +5,16 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from sm_dream.configs import parse_args
+from training_testing import one_thread  # noqa: F401 (autouse fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
 TINY = RECIPES / "tiny" / "sft_sm_tiny.yaml"
 PAIRS = [(RECIPES / d / "sft_sm_dora.yaml", RECIPES / d / "sft_binary_dora.yaml") for d in ("dream_coder", "dream")]
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 RUN_RECIPES = sorted(p for d in ("dream_coder", "dream", "tiny") for p in (RECIPES / d).glob("*.yaml"))
@@ -137,3 +129,44 @@ def test_tiny_recipe_end_to_end_with_malformed_rows(tmp_path):
     assert "sm_dream importable: False" in proc.stdout and "4 forward passes" not in proc.stdout
     assert f"w_s={trained['sm/w_s']:.4f}" in proc.stdout, (proc.stdout, trained)
     assert "generated: " in proc.stdout
+
+
+def _run_tiny(out: Path, launcher, *extra, env=None, timeout=900):
+    """The tiny recipe for 3 steps in a subprocess; returns the log history of checkpoint-3."""
+    cmd = [*launcher, str(RECIPES / "finetune_dream_coder.py"), "--config", str(TINY), "--output_dir", str(out),
+           "--max_steps", "3", "--save_steps", "3", "--eval_strategy", "no", "--export_dir", str(out / "merged"), *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**ONE_THREAD_ENV, **(env or {})},
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())["log_history"]
+
+
+def _sm_and_losses(history):
+    return [(e["loss"], e["sm/w_s"], e["sm/w_a"], e["sm/w_b"]) for e in history if "loss" in e]
+
+
+@pytest.mark.slow
+def test_accelerate_launch_two_cpu_processes(tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2` is DDP on gloo here (`--cpu` would start one process)."""
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29561"]
+    history = _run_tiny(tmp_path / "ddp", launcher)
+    steps = _sm_and_losses(history)
+    assert len(steps) == 3 and all(loss == loss and loss > 0 for loss, *_ in steps)
+    assert steps[-1][1] != steps[0][1]  # w_s trained
+    assert (tmp_path / "ddp" / "merged" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_zero_matches_a_plain_run(tmp_path, stage):
+    """One DeepSpeed process on CPU (the first run compiles a comm op, ~1-6 min): same losses and SM values."""
+    pytest.importorskip("deepspeed")
+    plain = _sm_and_losses(_run_tiny(tmp_path / "plain", [sys.executable]))
+    env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(29570 + stage)}
+    ds = _sm_and_losses(_run_tiny(tmp_path / "ds", [sys.executable], "--deepspeed",
+                                  str(RECIPES / "accelerate_configs" / f"ds_zero{stage}.json"), env=env))
+    assert len(ds) == len(plain) == 3
+    for a, b in zip(ds, plain):
+        assert a == pytest.approx(b, rel=1e-4)
+    assert (tmp_path / "ds" / "merged" / "model.safetensors").exists()

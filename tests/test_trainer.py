@@ -10,18 +10,10 @@ from sm_dream.configs import SMTrainingArguments
 from sm_dream.data import DiffusionDataCollator
 from sm_dream.tiny import small_vocab_config
 from sm_dream.trainer import SoftMaskTrainer
+from training_testing import one_thread  # noqa: F401 (autouse fixture)
 
 datasets = pytest.importorskip("datasets")
 pytest.importorskip("peft")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matmuls: one thread avoids OpenMP spin-waits on a shared 2-core machine (20x here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 SM_INIT = dict(sm_init_scale=0.3, sm_init_offset=-4.5, sm_init_steepness=1.0)  # lambda ~ 0.15 at init
@@ -174,3 +166,18 @@ def test_resume_after_kill_gives_the_same_sm_parameters_and_losses(tmp_path):
         assert sm_values(resumed.model)[key] == pytest.approx(value, rel=1e-6), key
     saved = json.loads((tmp_path / "killed" / "checkpoint-4" / "trainer_state.json").read_text())
     assert saved["global_step"] == 4
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tmp_path):
+    """The 7B recipes turn on non-reentrant activation checkpointing (DoRA, two passes)."""
+    grads = []
+    for checkpointing in (False, True):
+        capture = GradCapture()
+        extra = dict(gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False}) if checkpointing else {}
+        trainer = make_trainer(tmp_path / str(checkpointing), callbacks=[capture], cls=SeededNoiseTrainer, max_steps=1, **extra)
+        trainer.train()
+        assert trainer.model.base_model.model.model.gradient_checkpointing == checkpointing
+        grads.append(capture.grads[0])
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) == 27
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, msg=name)

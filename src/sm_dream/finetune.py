@@ -74,6 +74,14 @@ def _base_model_path(model, model_args: ModelArguments, training_args: SMTrainin
     return path
 
 
+def _leave_zero3() -> None:
+    """After a ZeRO-3 run, models loaded in this process would come back sharded (empty weights)."""
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled, unset_hf_deepspeed_config
+
+    if is_deepspeed_zero3_enabled():
+        unset_hf_deepspeed_config()
+
+
 def main(data_args: DataArguments, training_args: SMTrainingArguments, model_args: ModelArguments):
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
                         handlers=[logging.StreamHandler(sys.stdout)])
@@ -102,12 +110,21 @@ def main(data_args: DataArguments, training_args: SMTrainingArguments, model_arg
     trainer.save_model(training_args.output_dir)
     trainer.accelerator.wait_for_everyone()
     if training_args.export_dir and trainer.is_world_process_zero():
+        _leave_zero3()
         export_standalone(training_args.output_dir, training_args.export_dir, tokenizer, base_model_path=base_path)
         logger.info("standalone model written to %s", training_args.export_dir)
     trainer.accelerator.end_training()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return trainer
+
+
+def run_recipe(default_config, argv=None):
+    """A recipe script's entry point: `default_config` unless the flags name a --config."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--config" not in argv:
+        argv = ["--config", str(default_config), *argv]
+    return main(*parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -97,23 +97,12 @@ def _normaliser(response_mask: torch.Tensor, num_items) -> torch.Tensor:
     return torch.as_tensor(num_items, dtype=torch.float32, device=response_mask.device).clamp_min(1.0)
 
 
-def masked_diffusion_loss(
-    model,
-    input_ids: torch.Tensor,
-    attention_mask: Optional[torch.Tensor],
-    response_mask: torch.Tensor,
-    masked: torch.Tensor,
-    t: torch.Tensor,
-    num_items=None,
-    mask_token_id: Optional[int] = None,
-) -> DiffusionLossOutput:
-    """The binary (one-pass) loss L of the module docstring. `num_items` overrides N (see there)."""
-    _check_masks(response_mask, masked)
-    if mask_token_id is None:
-        mask_token_id = unwrap_model(model).config.mask_token_id
-    x_t = apply_mask(input_ids, masked, mask_token_id)  # (b, l)
-    weighted = weighted_masked_nll(model, x_t, input_ids, attention_mask, masked, t)
-    return _output(weighted, masked, response_mask, num_items, first_pass=False)
+def masked_diffusion_loss(model, input_ids, attention_mask, response_mask, masked, t, num_items=None,
+                          mask_token_id: Optional[int] = None) -> DiffusionLossOutput:
+    """The binary (one-pass) loss L of the module docstring: `sm_two_pass_loss` with SM off everywhere."""
+    sm_off = torch.zeros(masked.shape[0], dtype=torch.bool, device=masked.device)
+    return sm_two_pass_loss(model, input_ids, attention_mask, response_mask, masked, t, sm_off, first_pass=False,
+                            num_items=num_items, mask_token_id=mask_token_id)
 
 
 def sm_two_pass_loss(
