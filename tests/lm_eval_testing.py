@@ -1,9 +1,12 @@
 """Shared helpers of the lm-eval tests: a tiny random sm_dream checkpoint and small local task files."""
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import torch
 
@@ -23,6 +26,18 @@ def save_tiny_model(path, seed: int = 0) -> str:
     model.save_pretrained(path)
     load_dream_tokenizer().save_pretrained(path)
     return str(path)
+
+
+_SHARED = {}
+
+
+def shared_tiny_model() -> str:
+    """One tiny checkpoint for the whole test session (saving one costs seconds), removed at exit."""
+    if "path" not in _SHARED:
+        folder = tempfile.mkdtemp(prefix="sm_dream_tiny_")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _SHARED["path"] = save_tiny_model(folder)
+    return _SHARED["path"]
 
 
 def write_jsonl(path, rows) -> str:

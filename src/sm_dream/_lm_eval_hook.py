@@ -83,12 +83,11 @@ def patch_task_manager(manager_module) -> None:
     def __init__(self, *args, **kwargs):
         bound = signature.bind(self, *args, **kwargs)
         bound.apply_defaults()
-        arguments = bound.arguments
+        arguments, only_ours = bound.arguments, only_sm_dream_tasks()
         if "include_path" in arguments:
-            arguments["include_path"] = with_sm_dream_tasks(
-                arguments["include_path"], arguments.get("include_defaults", True)
-            )
-            if only_sm_dream_tasks() and "include_defaults" in arguments:
+            add = only_ours or arguments.get("include_defaults", True)
+            arguments["include_path"] = with_sm_dream_tasks(arguments["include_path"], add)
+            if only_ours and "include_defaults" in arguments:
                 arguments["include_defaults"] = False
         init(*bound.args, **bound.kwargs)
 

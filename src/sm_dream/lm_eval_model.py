@@ -1,0 +1,278 @@
+# Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
+"""`lm_eval --model sm_dream`: soft-masked Dream models in lm-evaluation-harness (0.4.13 and up).
+
+    lm_eval --model sm_dream \\
+        --model_args pretrained=Dream-org/Dream-v0-Instruct-7B,nfe_budget=0.25,soft_masking=true \\
+        --tasks humaneval_instruct_smd --apply_chat_template --confirm_run_unsafe_code
+
+Model args: `pretrained` (a local folder or Hub id), `peft` (adapter folder or id) and `merge_peft`,
+`tokenizer`, `revision`, `dtype` (auto: bfloat16 on GPU, float32 on CPU), `max_length`, and the
+generation settings of `eval_settings.GenerationSettings` (max_new_tokens, steps or nfe_budget, alg,
+alg_temp, temperature, top_p, top_k, soft_masking, sm_top_k, sm_schedule, sm_threshold, seed, and
+the pass-through options). Unknown or invalid arguments raise `ValueError` before anything loads.
+
+Generation: requests with the same stop strings and length are sorted by prompt length, batched
+with left padding and generated with `diffusion_generate`; each continuation is cut at the first
+end-of-text / end-of-turn token, then at the first of the task's stop strings. Each batch is seeded
+from `seed` and its prompts, so with `batch_size=1` an answer does not depend on the order of the
+documents or on how many processes share them. The run's results record the settings, the SM
+parameters, and per task the NFE, the new tokens and the tokens per second.
+"""
+
+import hashlib
+import logging
+import os
+import re
+import time
+from collections import defaultdict
+from typing import Dict, List, Tuple
+
+import torch
+from lm_eval.api.registry import register_model
+from tqdm import tqdm
+
+from .eval_settings import TASK_SAMPLING_KEYS, GenerationSettings, positive_int
+from .lm_eval_distributed import DistributedLM
+from .lm_eval_reference import cut_at_stop_strings
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's default when a task gives no max_gen_toks
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|endoftext|>")
+HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def parse_batch_size(batch_size) -> int:
+    """An integer batch size from lm-eval's `--batch_size` (int or str)."""
+    if isinstance(batch_size, str) and batch_size.strip().isdigit():
+        batch_size = int(batch_size)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(
+            f"batch_size={batch_size!r} is not supported: give a positive integer (no 'auto': the memory "
+            "of diffusion generation depends on each task's max_new_tokens)."
+        )
+    return batch_size
+
+
+def check_model_path(name: str, value) -> None:
+    """Fail now, naming the argument, for a path that does not exist and is no Hub id ("org/name")."""
+    if value is None or os.path.exists(os.path.expanduser(str(value))):
+        return
+    if not HUB_ID.fullmatch(str(value)) or str(value).startswith("."):
+        raise ValueError(f"{name}={str(value)!r} is neither an existing path nor a Hub id like 'org/name'.")
+
+
+def first_stop_lengths(new_ids: torch.Tensor, stop_ids: torch.Tensor) -> torch.Tensor:
+    """(b,) number of tokens before the first stop id of each row of `new_ids` (b, N); N if none."""
+    positions = torch.arange(new_ids.shape[1]).expand_as(new_ids)  # (b, N)
+    at_stop = torch.isin(new_ids, stop_ids)
+    return torch.where(at_stop, positions, new_ids.shape[1]).min(dim=1).values
+
+
+def batch_seed(seed: int, contexts) -> int:
+    """A 63-bit seed from the run's seed and the batch's prompts."""
+    digest = hashlib.sha256("\x00".join([str(seed), *contexts]).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+@register_model("sm_dream")
+class SMDreamLM(DistributedLM):
+    """lm-eval model for soft-masked Dream checkpoints (see the module docstring)."""
+
+    def __init__(self, pretrained=None, peft=None, merge_peft=False, tokenizer=None, revision=None, dtype="auto",
+                 max_length=None, trust_remote_code=False, batch_size=1, max_batch_size=None, device="cuda", **kwargs):
+        if not pretrained:
+            raise ValueError("pretrained is required: a local model folder or a Hub id (e.g. Dream-org/Dream-v0-Instruct-7B).")
+        known = set(GenerationSettings.__dataclass_fields__) - {"extra"}
+        self.settings = GenerationSettings(
+            **{k: v for k, v in kwargs.items() if k in known}, extra={k: v for k, v in kwargs.items() if k not in known}
+        )
+        self.batch_size = parse_batch_size(batch_size)
+        self.max_length = positive_int("max_length", max_length)
+        if dtype not in ("auto", *DTYPES):
+            raise ValueError(f"dtype={dtype!r} is unknown; choose one of {['auto', *DTYPES]}.")
+        for name, value in (("pretrained", pretrained), ("peft", peft), ("tokenizer", tokenizer)):
+            check_model_path(name, value)
+        super().__init__(device)
+        self.pretrained, self.peft = str(pretrained), peft
+        torch_dtype = DTYPES.get(dtype) or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        try:
+            self.model = self._load_model(pretrained, peft, bool(merge_peft), revision, torch_dtype)
+        except OSError as error:
+            raise ValueError(f"pretrained={pretrained!r} / peft={peft!r} could not be loaded: {error}") from error
+        self.tokenizer = self._load_tokenizer(tokenizer or pretrained, revision, trust_remote_code)
+        self.stats: Dict[str, Dict[str, float]] = defaultdict(lambda: defaultdict(float))
+
+    # ---------------------------------------------------------------- loading
+    def _load_model(self, pretrained, peft, merge_peft, revision, torch_dtype):
+        from .modeling_sm_dream import SoftMaskDreamForDiffusionLM
+
+        model = SoftMaskDreamForDiffusionLM.from_pretrained(pretrained, revision=revision, dtype=torch_dtype)
+        if peft:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, peft)
+            model = model.merge_and_unload() if merge_peft else model
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        if self.settings.sm_top_k is not None:
+            if self.settings.sm_top_k > base.config.vocab_size:
+                raise ValueError(f"sm_top_k={self.settings.sm_top_k} exceeds the vocabulary ({base.config.vocab_size}).")
+            base.config.sm_top_k = self.settings.sm_top_k
+        self.base_model = base
+        return model.to(self.device).eval()
+
+    def _load_tokenizer(self, name, revision, trust_remote_code):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(name), revision=revision, trust_remote_code=trust_remote_code)
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token_id = self.base_model.config.pad_token_id
+        return tokenizer
+
+    # ---------------------------------------------------------------- chat template
+    @property
+    def tokenizer_name(self) -> str:
+        return self.tokenizer.name_or_path.replace("/", "__")
+
+    def chat_template(self, chat_template=False):
+        return getattr(self.tokenizer, "chat_template", None) if chat_template else None
+
+    def apply_chat_template(self, chat_history, add_generation_prompt=True) -> str:
+        """The chat as text. A final assistant message (a task's `gen_prefix`) is left open and
+        continued verbatim rather than closed."""
+        return self.tokenizer.apply_chat_template(
+            chat_history, tokenize=False, add_generation_prompt=add_generation_prompt,
+            continue_final_message=not add_generation_prompt,
+        )
+
+    # ---------------------------------------------------------------- requests
+    def loglikelihood(self, requests):
+        raise NotImplementedError("sm_dream evaluates generation tasks (generate_until) only, not loglikelihood.")
+
+    def loglikelihood_rolling(self, requests):
+        raise NotImplementedError("sm_dream evaluates generation tasks (generate_until) only, not perplexity.")
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> List[str]:
+        """Continuations of every request, in request order (see the module docstring)."""
+        answers: List[str] = [""] * len(requests)
+        batches = self._plan_batches(requests)
+        progress = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="sm_dream generate")
+        for indices, until, max_new_tokens in batches:
+            contexts = [requests[i].args[0] for i in indices]
+            texts = self._generate_batch(contexts, max_new_tokens, [requests[i].task_name for i in indices])
+            for i, text in zip(indices, texts):
+                answers[i] = cut_at_stop_strings(text, until)
+                self.cache_hook.add_partial("generate_until", requests[i].args, answers[i])
+            progress.update(len(indices))
+        progress.close()
+        self._gather_stats()
+        return answers
+
+    def _task_length(self, gen_kwargs: dict) -> int:
+        if self.settings.max_new_tokens is not None:
+            return self.settings.max_new_tokens
+        return int(gen_kwargs.get("max_gen_toks") or gen_kwargs.get("max_new_tokens") or DEFAULT_MAX_GEN_TOKS)
+
+    def _plan_batches(self, requests) -> List[Tuple[List[int], List[str], int]]:
+        """Batches of request indices with the same stop strings and length, longest prompts first."""
+        groups: Dict[tuple, List[int]] = defaultdict(list)
+        ignored = set()
+        for i, request in enumerate(requests):
+            gen_kwargs = dict(request.args[1])
+            until = gen_kwargs.get("until") or []
+            until = [until] if isinstance(until, str) else list(until)
+            ignored |= {k for k in TASK_SAMPLING_KEYS if k in gen_kwargs}
+            groups[(tuple(until), self._task_length(gen_kwargs))].append(i)
+        if ignored:
+            logger.info("Task gen_kwargs %s are replaced by the model args (sampling follows sm_dream's settings).", sorted(ignored))
+        lengths = {i: len(requests[i].args[0]) for i in range(len(requests))}
+        batches = []
+        for (until, max_new_tokens), indices in groups.items():
+            indices.sort(key=lambda i: -lengths[i])
+            for start in range(0, len(indices), self.batch_size):
+                batches.append((indices[start : start + self.batch_size], list(until), max_new_tokens))
+        return batches
+
+    # ---------------------------------------------------------------- generation
+    def _encode(self, contexts: List[str], max_new_tokens: int):
+        """Left-padded ids and mask; prompts longer than max_length - max_new_tokens keep their end."""
+        encoded = self.tokenizer(contexts, add_special_tokens=False, padding=True, return_tensors="pt")
+        ids, mask = encoded["input_ids"], encoded["attention_mask"]
+        limit = (self.max_length or self.base_model.config.max_position_embeddings) - max_new_tokens
+        if limit < 1:
+            raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in max_length={self.max_length}.")
+        if ids.shape[1] > limit:
+            logger.warning("Prompts of %d tokens are cut to their last %d tokens.", ids.shape[1], limit)
+            ids, mask = ids[:, -limit:], mask[:, -limit:]
+        return ids.to(self.device), mask.to(self.device)
+
+    def _stop_ids(self) -> torch.Tensor:
+        ids = {self.base_model.config.eos_token_id, self.tokenizer.eos_token_id}
+        ids |= {self.tokenizer.convert_tokens_to_ids(t) for t in END_OF_TURN_TOKENS if t in self.tokenizer.get_vocab()}
+        return torch.tensor(sorted(i for i in ids if isinstance(i, int)))
+
+    def _generate_batch(self, contexts: List[str], max_new_tokens: int, task_names: List[str]) -> List[str]:
+        """Generate for one batch, record its statistics, return the texts cut at the first stop token."""
+        ids, mask = self._encode(contexts, max_new_tokens)
+        generator = torch.Generator(device=self.device).manual_seed(batch_seed(self.settings.seed, contexts))
+        vocab = min(len(self.tokenizer), self.base_model.config.vocab_size)
+        started = time.perf_counter()
+        output = self.model.diffusion_generate(
+            ids, attention_mask=mask, generator=generator, return_dict_in_generate=True,
+            tokenizer_vocab_size=vocab, **self.settings.generate_kwargs(max_new_tokens),
+        )
+        seconds = (time.perf_counter() - started) / len(contexts)
+        new = output.sequences[:, ids.shape[1] :].cpu()  # (b, N)
+        lengths = first_stop_lengths(new, self._stop_ids()).tolist()
+        texts = [self.tokenizer.decode(row[:n], skip_special_tokens=True) for row, n in zip(new, lengths)]
+        for name, n, text in zip(task_names, lengths, texts):
+            self._record(name or "unknown", samples=1, nfe=output.nfe, new_tokens=n, empty=int(not text.strip()),
+                         max_new_tokens=max_new_tokens, seconds=seconds)
+        return texts
+
+    # ---------------------------------------------------------------- statistics
+    def _record(self, task: str, **values) -> None:
+        for key, value in values.items():
+            self.stats[task][key] += value
+
+    def _gather_stats(self) -> None:
+        """Sum every rank's statistics (all ranks call generate_until once per run)."""
+        merged: Dict[str, Dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        for rank_stats in self.gather_object({k: dict(v) for k, v in self.stats.items()}):
+            for task, values in rank_stats.items():
+                for key, value in values.items():
+                    merged[task][key] += value
+        self.stats = merged
+
+    def soft_mask_parameters(self) -> Dict[str, float]:
+        """The mapped SM parameters (w_s, w_a, w_b) actually used (an adapter's copy if PEFT wraps them)."""
+        module = self.base_model.soft_mask
+        copies = getattr(module, "modules_to_save", None)
+        if copies is not None and len(copies):
+            module = copies[getattr(module, "active_adapter", None) or next(iter(copies.keys()))]
+        return {k: float(v) for k, v in module.mapped().items()}
+
+    def get_model_info(self) -> dict:
+        """Added to the results file's `config`: settings, SM parameters and per-task NFE and speed."""
+        per_task = {}
+        for task, s in sorted(self.stats.items()):
+            n = max(s["samples"], 1)
+            per_task[task] = {
+                "samples": int(s["samples"]),
+                "nfe_per_sample": s["nfe"] / n,
+                "nfe_budget": s["nfe"] / max(s["max_new_tokens"], 1),
+                "max_new_tokens": s["max_new_tokens"] / n,
+                "new_tokens_per_sample": s["new_tokens"] / n,
+                "empty_answers": int(s["empty"]),
+                "tokens_per_second": s["new_tokens"] / s["seconds"] if s["seconds"] else None,
+                "seconds": s["seconds"],
+            }
+        config = self.base_model.config
+        soft_masking = {"enabled": self.settings.soft_masking, "top_k": config.sm_top_k, "full_vocab": config.sm_full_vocab,
+                        "schedule": self.settings.sm_schedule or config.sm_schedule,
+                        "threshold": self.settings.sm_threshold if self.settings.sm_threshold is not None else config.sm_threshold,
+                        **self.soft_mask_parameters()}
+        return {"sm_dream": {"pretrained": self.pretrained, "peft": self.peft, "generation": self.settings.to_dict(),
+                             "soft_masking": soft_masking, "tasks": per_task, "world_size": self.world_size}}
