@@ -48,6 +48,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from .cache import BlockKVCache, make_kv_cache
+from .decoding_trace import trace_step
 from .remasking import RemaskingSchedule, get_remasking_schedule, remask_plan, sample_remask
 from .soft_masking import SoftMaskFeedback, feedback_from_logits, schedule_factor
 from .unmasking import (
@@ -277,7 +278,7 @@ class BlockDecoder:
                     x = x.masked_fill(x == self.mask_id, int(eos[0]))  # only after every row's first eos
                 if self.config.output_history:
                     history.append(x.clone())
-                    trace.append(None if done else self.model._trace_step(self._scaled_feedback(x, step + 1)))
+                    trace.append(None if done else trace_step(self._scaled_feedback(x, step + 1), self.model.soft_mask))
                 step, i = step + 1, i + 1
             if done:
                 break
