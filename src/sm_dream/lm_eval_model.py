@@ -247,12 +247,10 @@ class SMDreamLM(DistributedLM):
         self.stats = merged
 
     def soft_mask_parameters(self) -> Dict[str, float]:
-        """The mapped SM parameters (w_s, w_a, w_b) actually used (an adapter's copy if PEFT wraps them)."""
-        module = self.base_model.soft_mask
-        copies = getattr(module, "modules_to_save", None)
-        if copies is not None and len(copies):
-            module = copies[getattr(module, "active_adapter", None) or next(iter(copies.keys()))]
-        return {k: float(v) for k, v in module.mapped().items()}
+        """The mapped SM parameters (w_s, w_a, w_b) in use (an adapter's trained copy under PEFT)."""
+        from .adapters import sm_values
+
+        return {k: float(v) for k, v in sm_values(self.base_model).items()}
 
     def get_model_info(self) -> dict:
         """Added to the results file's `config`: settings, SM parameters and per-task NFE and speed."""
