@@ -12,8 +12,9 @@ Variants (batch 1, alg entropy, temperature 0, block length 32 wherever blocks a
     dual+tau     dual cache, threshold decoding
 Reported per variant: NFE, tokens per second (new tokens / wall time, median over interleaved rounds
 whose order alternates), speedup = median of the per-round time ratios plain / variant at the same
-length and SM setting, and forward FLOPs of the whole generation (torch's FlopCounterMode on an
-untimed run, which is also the warm-up; matmuls and attention, i.e. the forward passes).
+length and SM setting, and forward FLOPs of the whole generation: matmuls and attention of every
+pass, counted from the shapes each pass runs (queries, attended keys, LM-head rows) during the
+first timed round; the count is checked against torch's FlopCounterMode on one forward at start.
 
 The model is random. A random model is unsure everywhere, so threshold decoding would commit one
 token per step; `--logit-scale` multiplies the LM head so that, like a trained model, it is confident
@@ -26,6 +27,7 @@ on >= 3x plain at 512 tokens.
 
 import argparse
 import statistics
+import sys
 import time
 
 import torch
@@ -56,6 +58,47 @@ def _model(args) -> SoftMaskDreamForDiffusionLM:
     return model
 
 
+class FlopMeter:
+    """Forward FLOPs (2 per multiply-add) of every pass, from the shapes it runs: per layer
+    q (2 d (H + 2 KV) hd + 2 H hd d + 6 d ff) for the projections and MLP, 4 q kv H hd for attention,
+    and 2 rows d V for the LM head."""
+
+    def __init__(self, model):
+        c = model.config
+        self.layers, self.heads, self.head_dim, self.vocab = c.num_hidden_layers, c.num_attention_heads, c.head_dim, c.vocab_size
+        d, hd = c.hidden_size, c.head_dim
+        self.hidden = d
+        self.per_token = 2 * d * (c.num_attention_heads + 2 * c.num_key_value_heads) * hd + 2 * c.num_attention_heads * hd * d
+        self.per_token += 6 * d * c.intermediate_size
+        self.total = 0
+        model.model.register_forward_pre_hook(self._backbone, with_kwargs=True)
+        model.lm_head.register_forward_hook(self._head)
+
+    def _backbone(self, module, args, kwargs):
+        b, q = kwargs["inputs_embeds"].shape[:2]
+        cache = kwargs.get("past_key_values")
+        kv = cache.kv_length(q) if cache is not None else q
+        self.total += b * self.layers * (q * self.per_token + 4 * q * kv * self.heads * self.head_dim)
+
+    def _head(self, module, inputs, output):
+        self.total += 2 * (inputs[0].numel() // self.hidden) * self.hidden * self.vocab
+
+
+def _check_meter(model, ids, meter: FlopMeter) -> float:
+    """Analytic / FlopCounterMode FLOPs of one forward with an LM head on 16 rows. It runs the eager
+    attention, whose matmuls FlopCounterMode sees (it does not count CPU SDPA kernels)."""
+    target = torch.zeros_like(ids, dtype=torch.bool)
+    target[:, -16:] = True
+    before, implementation = meter.total, model.config._attn_implementation
+    model.config._attn_implementation = "eager"
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(ids, target_mask=target)
+    finally:
+        model.config._attn_implementation = implementation
+    return (meter.total - before) / counter.get_total_flops()
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -74,21 +117,20 @@ def _runs(model, ids, lengths, tau: float):
     return runs
 
 
-def _measure(runs, rounds: int, device: str):
-    """FLOPs and NFE from one untimed run each, then interleaved timed rounds (order alternates)."""
+def _measure(runs, rounds: int, device: str, meter: FlopMeter):
+    """Interleaved timed rounds (the order alternates); FLOPs and NFE from the first round (decoding
+    is deterministic, every round runs the same passes)."""
     flops, nfe, times = {}, {}, {key: [] for key in runs}
-    for key, run in runs.items():
-        with FlopCounterMode(display=False) as counter:
-            nfe[key] = run()
-        flops[key] = counter.get_total_flops()
     keys = list(runs)
     for r in range(rounds):
         for key in keys if r % 2 == 0 else keys[::-1]:
             _sync(device)
-            start = time.perf_counter()
-            runs[key]()
+            before, start = meter.total, time.perf_counter()
+            nfe[key] = runs[key]()
             _sync(device)
             times[key].append(time.perf_counter() - start)
+            flops.setdefault(key, meter.total - before)
+            print(f"round {r + 1}/{rounds} {key}: {times[key][-1]:.1f} s", file=sys.stderr, flush=True)
     return flops, nfe, times
 
 
@@ -128,7 +170,11 @@ def main() -> None:
           f"{args.layers} layers, vocab {args.vocab}, LM head x{args.logit_scale:g}); prompt {args.prompt}; "
           f"block 32, tau {args.tau}; {args.device}, {torch.get_num_threads()} thread(s); {args.rounds} interleaved "
           "rounds, medians")
-    flops, nfe, times = _measure(_runs(model, ids, args.lengths, args.tau), args.rounds, args.device)
+    meter = FlopMeter(model)
+    print(f"FLOP count check (analytic / FlopCounterMode, one forward): {_check_meter(model, ids, meter):.4f}")
+    runs = _runs(model, ids, args.lengths, args.tau)
+    next(iter(runs.values()))()  # warm-up
+    flops, nfe, times = _measure(runs, args.rounds, args.device, meter)
     _report(flops, nfe, times, args.lengths)
 
 
