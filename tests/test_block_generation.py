@@ -213,6 +213,11 @@ def test_remasking_remasks_generated_tokens_only_and_finishes(model, sm):
 def test_loop_remasking_runs_with_a_cache_and_sm(model):
     out = _generate(model, remasking="loop", use_cache=True, block_length=8, steps=16, alg="maskgit_plus")
     assert out.nfe == 16 and (out.sequences != MASK).all()
+    # inference-time scaling: more steps than tokens, allowed with remasking only
+    scaled = _generate(model, remasking="loop", steps=2 * N, alg="entropy")
+    assert scaled.nfe == 2 * N and (scaled.sequences != MASK).all()
+    with pytest.raises(ValueError, match="steps=32 exceeds max_new_tokens=16"):
+        _generate(model, steps=2 * N, alg="entropy")
 
 
 def test_stop_when_finished_stops_after_the_block_with_eos(model):

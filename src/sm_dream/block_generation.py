@@ -56,6 +56,7 @@ from .unmasking import (
     diffusion_timesteps,
     get_unmasking_algorithm,
     max_prob_confidence,
+    rows_per_chunk,
     sample_tokens,
     suppress_tokens,
     tokens_to_unmask,
@@ -101,7 +102,8 @@ class BlockPlan:
 
 
 def fast_decoding_checks(config) -> List[Tuple[str, bool, str]]:
-    """(field, valid?, how to fix) for the fast-decoding fields of a generation config."""
+    """(field, valid?, how to fix) for the fast-decoding fields; part of the generation config's
+    `validate()`."""
     return [
         ("block_length", _positive_int_or_none(config.block_length), "it must be an integer >= 1 or None"),
         ("threshold", config.threshold is None or config.threshold >= 0, "it must be >= 0 (e.g. 0.9) or None"),
@@ -117,10 +119,7 @@ def _positive_int_or_none(value) -> bool:
 
 def plan_blocks(config, prompt_length: int, new_tokens: int) -> BlockPlan:
     """Blocks, per-block steps, cache kind and remasking schedule for this call (ValueError if invalid)."""
-    invalid = [(name, fix) for name, ok, fix in fast_decoding_checks(config) if not ok]
-    if invalid:
-        name, fix = invalid[0]
-        raise ValueError(f"{name}={getattr(config, name)!r} is invalid: {fix}.")
+    config.validate()  # includes `fast_decoding_checks`
     cache_kind = "dual" if config.dual_cache else ("prefix" if config.use_cache else None)
     length = config.block_length or (DEFAULT_CACHED_BLOCK_LENGTH if cache_kind else new_tokens)
     length = min(length, new_tokens)
@@ -157,7 +156,10 @@ def _row_index(positions: torch.Tensor) -> torch.Tensor:
 
 
 def select_feedback(feedback: Optional[SoftMaskFeedback], keep: torch.Tensor) -> Optional[SoftMaskFeedback]:
-    """The rows of `feedback` at positions inside `keep` ((b, l) bool); None if none is left."""
+    """The rows of `feedback` at positions inside `keep` ((b, l) bool); None if none is left.
+
+    Computing feedback for every predicted row and then selecting the ones still masked is cheaper
+    than copying their (n, V) logits first."""
     if feedback is None:
         return None
     positions = feedback.positions & keep
@@ -365,9 +367,10 @@ class BlockDecoder:
         masked = x == self.mask_id
         still = targets & masked  # (b, l)
         new = None
-        if bool(still.any()):
+        if bool(still.any()):  # all predicted rows, then the masked ones: cheaper than copying (n, V) rows
             k, full_vocab = self.model.config.sm_top_k, self.model.config.sm_full_vocab
-            new = feedback_from_logits(raw[still[targets]], still, k=k, full_vocab=full_vocab)
+            new = feedback_from_logits(raw, targets, k=k, full_vocab=full_vocab, chunk_size=rows_per_chunk(raw))
+            new = select_feedback(new, still)
         # A full pass predicted every mask: its feedback replaces the store.
         self.feedback = new if full else merge_feedback(self.feedback, new, keep=masked)
 

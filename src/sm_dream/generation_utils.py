@@ -27,8 +27,14 @@ import torch
 from transformers import GenerationConfig
 from transformers.modeling_outputs import ModelOutput
 
+from .block_generation import (
+    FAST_DECODING_DEFAULTS,
+    block_diffusion_sample,
+    fast_decoding_checks,
+    select_feedback,
+    uses_fast_decoding,
+)
 from .decoding_trace import SoftMaskTraceStep, render_decoding, trace_step  # noqa: F401 (re-exported)
-from .block_generation import FAST_DECODING_DEFAULTS, block_diffusion_sample, uses_fast_decoding
 from .soft_masking import SM_SCHEDULE_FUNCTIONS, SoftMaskFeedback, feedback_from_logits, schedule_factor
 from .unmasking import (
     UNMASKING_ALGORITHMS,
@@ -92,12 +98,13 @@ class SoftMaskDreamGenerationConfig(GenerationConfig):
         self.sm_threshold = kwargs.pop("sm_threshold", None)
         self.tokenizer_vocab_size = kwargs.pop("tokenizer_vocab_size", None)
         self.stop_when_finished = kwargs.pop("stop_when_finished", False)
-        fast = {key: kwargs.pop(key, value) for key, value in FAST_DECODING_DEFAULTS.items()}
+        for key, value in FAST_DECODING_DEFAULTS.items():
+            setattr(self, key, kwargs.pop(key, value))
+        use_cache = self.use_cache
         for key, value in _DREAM_DEFAULTS.items():
             kwargs.setdefault(key, value)
         super().__init__(**kwargs)
-        for key, value in fast.items():  # after super(): GenerationConfig has its own `use_cache`
-            setattr(self, key, value)
+        self.use_cache = use_cache  # GenerationConfig sets its own (autoregressive) `use_cache`
 
     @classmethod
     def from_model_config(cls, model_config) -> "SoftMaskDreamGenerationConfig":
@@ -123,6 +130,7 @@ class SoftMaskDreamGenerationConfig(GenerationConfig):
             ("sm_threshold", self.sm_threshold is None or 0.0 <= self.sm_threshold <= 1.0, "it must lie in [0, 1]"),
             ("tokenizer_vocab_size", self.tokenizer_vocab_size is None or self.tokenizer_vocab_size >= 1,
              "it must be >= 1, e.g. len(tokenizer)"),
+            *fast_decoding_checks(self),
         ]
         for name, ok, fix in checks:
             if not ok:
@@ -153,7 +161,8 @@ def resolve_steps(config: SoftMaskDreamGenerationConfig, max_new_tokens: int) ->
     steps = config.steps
     if config.nfe_budget is not None:
         steps = max(1, round(max_new_tokens * config.nfe_budget))
-    if steps > max_new_tokens and config.alg != "origin" and config.threshold is None:
+    remasks = config.remasking not in (None, "none")  # ReMDM revises tokens: T >= N steps make sense
+    if steps > max_new_tokens and config.alg != "origin" and config.threshold is None and not remasks:
         raise ValueError(
             f"steps={steps} exceeds max_new_tokens={max_new_tokens} with alg={config.alg!r}: steps beyond one "
             "token each unmask nothing. Use steps <= max_new_tokens (nfe_budget <= 1) or alg='origin'."
@@ -354,21 +363,6 @@ class SoftMaskDreamGenerationMixin:
     def _trace_step(self, feedback: Optional[SoftMaskFeedback]) -> Optional[SoftMaskTraceStep]:
         """What the next pass receives: top candidate and applied lambda per soft position."""
         return trace_step(feedback, self.soft_mask)
-
-
-def select_feedback(feedback: SoftMaskFeedback, positions: torch.Tensor) -> SoftMaskFeedback:
-    """The rows of `feedback` at `positions`, a subset of its own positions (no logits recomputed).
-
-    Cheaper than copying the (n, V) logits of the positions that stay masked before computing
-    their feedback: the few rows just unmasked cost less than that copy.
-    """
-    keep = positions[feedback.positions]  # (n,) rows kept, in row-major order
-    if bool(keep.all()):
-        return SoftMaskFeedback(positions, feedback.entropy, feedback.topk_ids, feedback.topk_probs,
-                                feedback.logits, feedback.scale)
-    pick = lambda t: None if t is None else t[keep]  # noqa: E731
-    return SoftMaskFeedback(positions, feedback.entropy[keep], feedback.topk_ids[keep], feedback.topk_probs[keep],
-                            pick(feedback.logits), feedback.scale)
 
 
 def unmask_step(x, masked, rows, algorithm, plan: StepPlan, config) -> torch.Tensor:
