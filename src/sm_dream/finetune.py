@@ -43,6 +43,9 @@ def load_model_and_tokenizer(model_args: ModelArguments, seed: int):
     model = SoftMaskDreamForDiffusionLM.from_pretrained(
         model_args.model_name_or_path, dtype=model_args.torch_dtype, trust_remote_code=model_args.trust_remote_code,
         **overrides)
+    # w_s, w_a, w_b train at lr 1e-2 around values like -5: in bf16 (spacing 0.03 there) most updates
+    # would round away, so the three SM parameters stay float32 in a bf16 model.
+    model.soft_mask.float()
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name_or_path or model_args.model_name_or_path,
                                               trust_remote_code=model_args.trust_remote_code)
     return model, tokenizer
