@@ -247,6 +247,32 @@ def test_tokens_hook_sees_the_step_logits_and_can_edit_tokens(model):
     assert (out.sequences[:, -1] == 7).all()
 
 
+def test_eval_settings_pass_the_fast_decoding_args_to_diffusion_generate(model):
+    from sm_dream.eval_settings import GenerationSettings
+
+    settings = GenerationSettings(temperature=0.0, extra=dict(block_length=4, dual_cache=True, threshold=0.0))
+    ids, attention = _prompts()
+    out = model.diffusion_generate(ids, attention_mask=attention, return_dict_in_generate=True,
+                                   **settings.generate_kwargs(N))
+    assert out.nfe == N // 4 and (out.sequences != MASK).all()  # tau = 0: one pass per block
+
+
+@pytest.mark.slow  # imports lm-eval and loads a Dream-vocabulary checkpoint: ~30 s here
+def test_lm_eval_model_args_reach_the_block_loop():
+    from lm_eval.api.instance import Instance
+    from lm_eval.api.registry import get_model
+    from lm_eval_testing import shared_tiny_model
+
+    args = f"pretrained={shared_tiny_model()},batch_size=2,block_length=4,use_cache=true,threshold=0.0,temperature=0.0"
+    lm = get_model("sm_dream").create_from_arg_string(args)
+    assert lm.settings.extra == {"block_length": 4, "use_cache": True, "threshold": 0.0}
+    requests = [Instance("generate_until", {}, (text, {"until": [], "max_gen_toks": 8}), i, ("t", i, 1))
+                for i, text in enumerate(["a prompt", "another, longer prompt"])]
+    answers = lm.generate_until(requests)
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+    assert lm.get_model_info()["sm_dream"]["tasks"]["t"]["nfe_per_sample"] == 2  # tau = 0: one pass per block
+
+
 def test_plan_and_errors():
     config = SoftMaskDreamGenerationConfig(steps=8, threshold=None, block_length=5)
     plan = plan_blocks(config, prompt_length=3, new_tokens=16)
