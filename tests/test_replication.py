@@ -179,6 +179,7 @@ def test_markdown_report_means_stds_and_paired_differences():
     assert "| w_s | 0.0067 | 0.3000 ± 0.1414 |" in text
     assert "| 1/4 | 16 | sm | 3.2500 ± 0.0000 | 7.000 ± 0.000 | 0.900 ± 0.000 |" in text
     assert "| - | - | reference text | 2.5000 ± 0.0000 |" in text
+    assert "1/4: 0.0000 ± 0.0000 (SM lower in 0 of 2)" in text  # the fake arms generate equally well
 
 
 def test_quick_mode_end_to_end(tmp_path):

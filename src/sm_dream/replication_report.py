@@ -79,7 +79,17 @@ def generation_section(results: Dict) -> List[str]:
             m = [s[arm]["generation"][str(budget)] for s in seeds]
             lines.append(f"| {budget_label(budget)} | {m[0]['steps']} | {arm} | {fmt([x['nll'] for x in m])} | "
                          f"{fmt([x['unigram_entropy'] for x in m], 3)} | {fmt([x['distinct2'] for x in m], 3)} |")
+    lines += ["", "Paired difference of the generation NLL, SM arm - binary arm (same seed, prompts and scorer): "
+              + "; ".join(f"{budget_label(b)}: {fmt(d)} (SM lower in {sum(x < 0 for x in d)} of {len(d)})"
+                          for b, d in generation_deltas(results).items()) + "."]
     return lines + [""]
+
+
+def generation_deltas(results: Dict) -> Dict[float, List[float]]:
+    """{budget: [NLL(SM arm) - NLL(binary arm) per seed]} of the generated continuations."""
+    seeds = list(results["seeds"].values())
+    return {b: [s["sm"]["generation"][str(b)]["nll"] - s["binary"]["generation"][str(b)]["nll"] for s in seeds]
+            for b in results["args"]["nfe_budgets"]}
 
 
 def markdown_report(results: Dict) -> str:
@@ -116,16 +126,17 @@ def _band(ax, steps, values, label, style="-", start=None, color=None):
     ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
 
 
-def _plot_generation(ax, results: Dict, metric: str, title: str) -> None:
+def _plot_generation(ax, results: Dict) -> None:
+    """(f) per budget: generation NLL of the SM arm minus the binary arm's, each seed and the mean +- std."""
     budgets = results["args"]["nfe_budgets"]
-    seeds = list(results["seeds"].values())
-    for arm in ("binary", "sm"):
-        stats = [mean_std([s[arm]["generation"][str(b)][metric] for s in seeds]) for b in budgets]
-        ax.errorbar(budgets, [m for m, _ in stats], yerr=[e for _, e in stats], marker="o", capsize=3, label=arm)
-    ax.axhline(statistics.fmean(s["reference"][metric] for s in seeds), color="gray", ls=":", label="reference")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(budgets, [budget_label(b) for b in budgets])
-    ax.set(title=title, xlabel="NFE budget (steps / new tokens)")
+    deltas = generation_deltas(results)
+    for i, b in enumerate(budgets):
+        ax.plot([i] * len(deltas[b]), deltas[b], "o", color="C1", alpha=0.5, label="per seed" if i == 0 else None)
+        mean, std = mean_std(deltas[b])
+        ax.errorbar([i + 0.15], [mean], yerr=[std], fmt="s", color="k", capsize=3, label="mean ± std" if i == 0 else None)
+    ax.axhline(0.0, color="gray", lw=0.8)
+    ax.set_xticks(range(len(budgets)), [budget_label(b) for b in budgets])
+    ax.set(title="(f) generation NLL, SM arm minus binary arm", xlabel="NFE budget (steps / new tokens)")
     ax.legend(fontsize=7)
 
 
@@ -148,7 +159,7 @@ def _plot_heldout(ax_nll, ax_delta, results: Dict) -> None:
 
 def plot_report(results: Dict, path: Path) -> None:
     """Six panels: held-out NLL and its paired difference, w_s, w_a and w_b over continuation
-    steps, generation NLL vs NFE budget."""
+    steps, and the paired generation-NLL difference per NFE budget."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -161,7 +172,7 @@ def plot_report(results: Dict, path: Path) -> None:
     for ax, name, letter in zip(axes[2:5], SM_PARAMETERS, "cde"):
         _band(ax, *series(results, "sm", name), f"SM arm {name}", start=init[name])
         ax.set(title=f"({letter}) learned {name}", xlabel="continuation step")
-    _plot_generation(axes[5], results, "nll", "(f) generation: NLL under the binary model")
+    _plot_generation(axes[5], results)
     fig.suptitle(f"Soft-masking vs binary masking, {len(results['seeds'])} seed(s): mean, band = min-max over "
                  "seeds; bars = std")
     fig.savefig(path, dpi=90)
@@ -175,3 +186,10 @@ def write_report(results: Dict, output_dir: Path) -> None:
     except ImportError:
         return
     plot_report(results, Path(output_dir) / "report.png")
+
+
+if __name__ == "__main__":  # re-render a run's report: python -m sm_dream.replication_report OUTPUT_DIR
+    import json
+    import sys
+
+    write_report(json.loads((Path(sys.argv[1]) / "results.json").read_text()), Path(sys.argv[1]))
