@@ -25,7 +25,6 @@ with SM between steps for the SM arm. Each continuation is scored by:
   quality when these stay near the reference's.
 """
 
-import math
 from collections import Counter
 from typing import Dict
 
@@ -108,7 +107,3 @@ def evaluate_generation(models: Dict, data: Dict, args, seed: int, log=print) ->
             results[arm][str(budget)] = metrics
             log(f"  generation {arm} budget {budget}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     return results
-
-
-def perplexity(nll: float) -> float:
-    return math.exp(nll)
