@@ -7,17 +7,9 @@ from sm_dream import SoftMaskDreamForDiffusionLM, shift_right
 from sm_dream.block_generation import plan_blocks
 from sm_dream.generation_utils import SoftMaskDreamGenerationConfig
 from sm_dream.tiny import small_vocab_config
+from training_testing import one_thread  # noqa: F401 (autouse fixture: tiny models run fastest on one thread)
 
 MASK, PAD, N = 127, 0, 16
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """A 32-wide model gains nothing from intra-op threads; on a shared, loaded CPU they cost 10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
