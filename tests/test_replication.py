@@ -21,17 +21,9 @@ from sm_dream.replication import (
 from sm_dream.replication_data import split_files, stdlib_files, token_windows, train_tokenizer, window_order
 from sm_dream.replication_eval import diffusion_nll, distinct_bigrams, heldout_nll, unigram_entropy
 from sm_dream.replication_report import markdown_report
+from training_testing import one_thread  # noqa: F401 (autouse fixture: tiny models run fastest on one thread)
 
 QUICK = ReplicationArgs(**QUICK_OVERRIDES)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tiny models run fastest on one thread (the recipe's default) on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
