@@ -1,24 +1,27 @@
 """Cost of the soft-masking training step against the binary step, on the same model in one run.
 
     python benchmarks/bench_training.py                      # DoRA and full finetuning, p_sm 0.5 and 1.0
+    python benchmarks/bench_training.py --checkpointing         # as the 7B recipes run
     python benchmarks/bench_training.py --hidden 512 --rounds 15 --device cuda
 
 A step is what the trainer does per optimizer step: noise, [pass 1 without gradient on the SM samples],
 the loss pass, backward, optimizer step. Time: the variants run interleaved, round after round, and
 each SM step is divided by the binary step of the same round; the median of these ratios is reported
 (machine-load drift cancels). Peak memory: on CUDA, max_memory_allocated per variant (interleaved);
-on CPU, each variant runs alone in a subprocess and reports its peak RSS, in total and above the RSS
-after the model and optimizer were built (the step's own memory).
+on CPU, the peak resident memory during the step above its value before the step (sampled in a
+thread, interleaved rounds, medians): what the step itself allocates on top of weights and
+optimizer state.
 Targets (issue 4): time <= 1.25x binary at p_sm 0.5 with DoRA, <= 1.5x at p_sm 1.0; peak memory
 <= 1.05x binary. The paper's SM pretraining ran 2.17x slower than binary.
 """
 
 import argparse
 import json
-import resource
+import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 import torch
@@ -39,6 +42,8 @@ def build(args, mode):
                          num_hidden_layers=args.layers, num_attention_heads=args.hidden // 64 or 1,
                          num_key_value_heads=max(args.hidden // 128, 1))
     model = prepare_for_finetuning(SoftMaskDreamForDiffusionLM(config), mode).to(args.device)
+    if args.checkpointing:  # as the 7B recipes run: activations recomputed in backward
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     optimizer = torch.optim.AdamW(optimizer_groups(model, 1e-5, 1e-2, 0.0, []))
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(1, args.vocab - 1, (args.batch, args.seq), generator=g).to(args.device)
@@ -48,8 +53,12 @@ def build(args, mode):
 
 
 def step(model, optimizer, ids, response, p_sm):
+    """One optimizer step. SM goes to exactly round(p_sm * b) random samples, the expected share, so
+    that the p_sm = 0.5 ratio shows the expected cost rather than one Binomial(b, p_sm) draw."""
     noise = sample_noise(response, 0.2, 0.8, p_sm)
-    out = sm_two_pass_loss(model, ids, None, response, noise.masked, noise.t, noise.sm_on)
+    b = response.shape[0]
+    sm_on = (torch.randperm(b) < round(p_sm * b)).to(response.device)  # (b,)
+    out = sm_two_pass_loss(model, ids, None, response, noise.masked, noise.t, sm_on)
     out.loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -82,28 +91,59 @@ def time_ratios(args, mode):
     return ratios, {v: statistics.median(t) for v, t in times.items()}, peaks
 
 
-def rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def current_rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def memory_child(args, mode, variant):
-    """Runs in a subprocess: one variant alone; prints its peak RSS (total, above the built state)."""
+class StepMemory:
+    """Peak resident memory during a block above its value at entry (MiB), sampled in a thread.
+
+    Run in a child process with MALLOC_MMAP_THRESHOLD_ set (`cpu_step_memory`): large tensors are then
+    mmapped and returned to the system when freed, so the resident size follows the live tensors (it
+    also slows allocation, which is why the timing runs in the parent, without it).
+    """
+
+    def __init__(self, interval: float = 0.0005):
+        self.interval, self.peak, self._stop = interval, 0.0, threading.Event()
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, current_rss_mib() - self.start)
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self.start = current_rss_mib()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, current_rss_mib() - self.start)
+
+
+def cpu_step_memory(args, mode):
+    """{variant: median peak step memory}, measured in a child process (see StepMemory)."""
+    cmd = [sys.executable, __file__, *sys.argv[1:], "--memory_only", mode]
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def memory_only(args, mode):
+    """Child: median over interleaved rounds of each variant's peak step memory (MiB above its start)."""
     model, optimizer, ids, response = build(args, mode)
-    step(model, optimizer, ids, response, 0.0)  # optimizer state exists from here on, as in training
-    optimizer.zero_grad(set_to_none=True)
-    built = rss_mib()
-    for _ in range(3):
-        step(model, optimizer, ids, response, VARIANTS[variant])
-    print(json.dumps({"total": rss_mib(), "step": rss_mib() - built}))
-
-
-def memory_ratios(args, mode):
-    peaks = {}
-    for variant in VARIANTS:
-        cmd = [sys.executable, __file__, "--memory_child", f"{mode}:{variant}"] + sys.argv[1:]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        peaks[variant] = json.loads(out.strip().splitlines()[-1])
-    return peaks
+    for p_sm in VARIANTS.values():  # the optimizer state exists from here on, as in training
+        step(model, optimizer, ids, response, p_sm)
+    peaks = {v: [] for v in VARIANTS}
+    for _ in range(args.memory_rounds):
+        for variant, p_sm in VARIANTS.items():
+            with StepMemory() as memory:
+                step(model, optimizer, ids, response, p_sm)
+            peaks[variant].append(memory.peak)
+    print(json.dumps({v: statistics.median(p) for v, p in peaks.items()}))
 
 
 def main():
@@ -117,27 +157,27 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--modes", default="dora,full")
+    parser.add_argument("--checkpointing", action="store_true", help="activation checkpointing (7B recipes)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--memory_child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--memory_rounds", type=int, default=5)
+    parser.add_argument("--memory_only", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.memory_child:
-        return memory_child(args, *args.memory_child.split(":"))
+    if args.memory_only:
+        return memory_only(args, args.memory_only)
     print(f"model: hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}; batch {args.batch} x seq "
           f"{args.seq}; {args.rounds} interleaved rounds after {args.warmup} warm-up; device {args.device}, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads; activation checkpointing {args.checkpointing}")
     for mode in args.modes.split(","):
         ratios, medians, cuda_peaks = time_ratios(args, mode)
-        memory = cuda_peaks if args.device.startswith("cuda") else memory_ratios(args, mode)
+        memory = cuda_peaks if args.device.startswith("cuda") else cpu_step_memory(args, mode)
         for variant in VARIANTS:
             line = f"{mode:5s} {variant:8s} step {medians[variant] * 1e3:8.1f} ms  time x{ratios[variant]:.3f}"
             if args.device.startswith("cuda"):
                 line += f"  peak {memory[variant] / 2**20:8.1f} MiB  x{memory[variant] / memory['binary']:.3f}"
             else:
-                m, b = memory[variant], memory["binary"]
-                line += (f"  peak RSS {m['total']:7.1f} MiB x{m['total'] / b['total']:.3f}"
-                         f"  step memory {m['step']:6.1f} MiB x{m['step'] / max(b['step'], 1e-9):.3f}")
+                line += f"  step peak RSS {memory[variant]:7.1f} MiB  x{memory[variant] / memory['binary']:.3f}"
             print(line)
 
 
