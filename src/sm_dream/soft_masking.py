@@ -68,7 +68,7 @@ def feedback_from_logits(
     positions: torch.Tensor,
     k: int,
     full_vocab: bool = False,
-    chunk_size: int = 1024,
+    chunk_size: int = 64,
 ) -> SoftMaskFeedback:
     """The one place where a step's logits become SM feedback.
 
@@ -84,10 +84,17 @@ def feedback_from_logits(
     if rows.shape[0] != int(positions.sum()):
         raise ValueError(f"got {rows.shape[0]} logit rows for {int(positions.sum())} positions")
     entropies, ids, probs = [], [], []
+    # Two float32 work buffers reused across chunks: fresh (rows, V) temporaries per chunk cost more in
+    # page faults than the arithmetic itself.
+    width = min(chunk_size, rows.shape[0])
+    z_buf = torch.empty(width, rows.shape[-1], dtype=torch.float32, device=rows.device)
+    e_buf = torch.empty_like(z_buf)
     for chunk in rows.split(chunk_size):
-        z = chunk.to(torch.float32, copy=True)  # (c, V), a private copy changed in place below
-        z.sub_(z.max(-1, keepdim=True).values).clamp_min_(-1e30)  # -inf -> finite floor, so 0 * z = 0
-        e = z.exp()  # unnormalised probabilities
+        c = chunk.shape[0]
+        z, e = z_buf[:c], e_buf[:c]  # (c, V)
+        torch.sub(chunk, chunk.amax(-1, keepdim=True), out=z)  # float32 from any logits dtype
+        z.clamp_min_(-1e30)  # -inf -> a finite floor, so 0 * z = 0 below
+        torch.exp(z, out=e)  # unnormalised probabilities
         total = e.sum(-1)  # (c,)
         # H = -sum p log p with p = e / total, log p = z - log(total); the dot product as a batched matmul
         dot = (e.unsqueeze(1) @ z.unsqueeze(2)).view(-1)  # (c,) = sum_v e_v z_v
