@@ -7,7 +7,6 @@ from sm_dream import SoftMaskDreamForDiffusionLM, shift_right
 from sm_dream.block_generation import plan_blocks
 from sm_dream.generation_utils import SoftMaskDreamGenerationConfig
 from sm_dream.tiny import small_vocab_config
-from training_testing import one_thread  # noqa: F401 (autouse fixture: tiny models run fastest on one thread)
 
 MASK, PAD, N = 127, 0, 16
 

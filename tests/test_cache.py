@@ -8,7 +8,6 @@ from sm_dream.block_generation import merge_feedback, window_feedback
 from sm_dream.cache import DualKVCache, PrefixKVCache, make_kv_cache
 from sm_dream.modeling_sm_dream import default_position_ids
 from sm_dream.tiny import small_vocab_config
-from training_testing import one_thread  # noqa: F401 (autouse fixture: tiny models run fastest on one thread)
 
 MASK, PAD = 127, 0
 

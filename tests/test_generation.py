@@ -28,15 +28,6 @@ MASK = 127
 CONFIDENCE_ALGS = ["maskgit_plus", "topk_margin", "entropy"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matmuls: one thread avoids OpenMP spin-waits on a shared CPU (20x faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(**overrides):
     fields = dict(initializer_range=0.2)  # a peaked random model: distinct confidences, no ties
     fields.update(overrides)

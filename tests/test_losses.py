@@ -7,7 +7,6 @@ from sm_dream import SoftMaskDreamForDiffusionLM
 from sm_dream.losses import masked_diffusion_loss, sm_two_pass_loss
 from sm_dream.noise import sample_noise
 from sm_dream.tiny import small_vocab_config
-from training_testing import one_thread  # noqa: F401 (autouse fixture)
 
 MASK = 127
 

@@ -8,7 +8,6 @@ import pytest
 import yaml
 
 from sm_dream.configs import parse_args
-from training_testing import one_thread  # noqa: F401 (autouse fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"

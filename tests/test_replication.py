@@ -21,7 +21,6 @@ from sm_dream.replication import (
 from sm_dream.replication_data import split_files, stdlib_files, token_windows, train_tokenizer, window_order
 from sm_dream.replication_eval import diffusion_nll, distinct_bigrams, heldout_nll, unigram_entropy
 from sm_dream.replication_report import markdown_report
-from training_testing import one_thread  # noqa: F401 (autouse fixture: tiny models run fastest on one thread)
 
 QUICK = ReplicationArgs(**QUICK_OVERRIDES)
 

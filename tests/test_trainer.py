@@ -10,7 +10,6 @@ from sm_dream.configs import SMTrainingArguments
 from sm_dream.data import DiffusionDataCollator
 from sm_dream.tiny import small_vocab_config
 from sm_dream.trainer import SoftMaskTrainer
-from training_testing import one_thread  # noqa: F401 (autouse fixture)
 
 datasets = pytest.importorskip("datasets")
 pytest.importorskip("peft")
