@@ -54,7 +54,7 @@ class SoftMaskDreamConfig(PretrainedConfig):
     """
 
     model_type = "Dream"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["past_key_values", "cache"]
 
     def __init__(
         self,

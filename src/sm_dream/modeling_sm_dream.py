@@ -309,7 +309,9 @@ class SoftMaskDreamOutput(ModelOutput):
 
     loss: Optional[torch.FloatTensor] = None
     logits: Optional[torch.FloatTensor] = None
-    past_key_values: Optional[object] = None
+    # Named `cache`, not `past_key_values`: transformers >= 5.24 renames that keyword to `cache` in the
+    # constructor of every ModelOutput, so only this name builds on every supported release.
+    cache: Optional[object] = None
     hidden_states: Optional[Tuple[torch.FloatTensor, ...]] = None
     attentions: Optional[Tuple[torch.FloatTensor, ...]] = None
 
@@ -403,7 +405,7 @@ class SoftMaskDreamForDiffusionLM(SoftMaskDreamGenerationMixin, SoftMaskDreamPre
         out = SoftMaskDreamOutput(
             loss=loss,
             logits=logits,
-            past_key_values=past_key_values,
+            cache=past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
