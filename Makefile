@@ -2,20 +2,37 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat setup.cfg setup.py scripts/install_torch.sh | cksum | cut -d' ' -f1)
+INSTALL_FILES := setup.cfg setup.py scripts/install.sh scripts/install_torch.sh requirements/lock.txt requirements/oldest.txt
+STAMP := $(VENV)/.installed-$(shell cat $(INSTALL_FILES) | cksum | cut -d' ' -f1)
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-slow bench replicate replicate-quick clean
+.PHONY: install lock demo test test-slow test-latest test-oldest bench replicate replicate-quick clean
 
+# The reproducible path: exact versions from requirements/lock.txt (CPU torch where there is no GPU).
 install: $(STAMP)
 
 $(STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	scripts/install_torch.sh $(PY)
-	$(PY) -m pip install -q -e ".[dev]"
+	scripts/install.sh $(PY) lock
 	rm -f $(VENV)/.installed-* && touch $@
+
+# Refresh requirements/lock.txt to the newest releases setup.cfg allows (then run `make test`).
+lock:
+	PYTHON=$(PYTHON) scripts/lock.sh
+
+# The default suite in separate environments on the newest releases setup.cfg allows, and on its lower
+# bounds; then a checkpoint saved with the lock's versions must load there (trust_remote_code, without
+# sm_dream) with identical logits.
+test-latest test-oldest: test-%: install
+	rm -rf .venv-$*
+	$(PYTHON) -m venv .venv-$*
+	scripts/install.sh .venv-$*/bin/python $*
+	.venv-$*/bin/python -m pip list 2>/dev/null | grep -i -E "^(torch|transformers|peft|accelerate|datasets|deepspeed|lm.eval|tokenizers|safetensors|numpy) "
+	.venv-$*/bin/python -m pytest -q -m "not slow" tests
+	rm -rf .carried-code && $(PY) scripts/check_carried_code.py save .carried-code
+	.venv-$*/bin/python scripts/check_carried_code.py load .carried-code
 
 # The tiny CPU recipe end to end: SM + DoRA finetuning for a few steps on the shipped chat file, merged
 # export, then a fresh process without sm_dream loads it (trust_remote_code) and generates.
@@ -42,4 +59,4 @@ replicate-quick: install
 	$(PY) recipes/replicate_small.py --quick --output_dir outputs/replicate_small_quick
 
 clean:
-	rm -rf $(VENV) outputs build *.egg-info src/*.egg-info
+	rm -rf $(VENV) .venv-latest .venv-oldest .carried-code outputs build *.egg-info src/*.egg-info
