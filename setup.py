@@ -2,7 +2,7 @@
 """Metadata lives in setup.cfg; this file only adds two build steps for the lm-eval integration.
 
 - `src/sm_dream-lm_eval.pth` is installed at the top of site-packages (normal and `pip install -e`
-  installs). It runs `sm_dream/_lm_eval_hook.py`, which registers `--model sm_dream` and sm_dream's
+  installs). It runs `sm_dream/evaluation/registration.py`, which registers `--model sm_dream` and sm_dream's
   tasks in any `lm_eval` process (lm-eval 0.4.13 has no plugin discovery). It is listed in the
   wheel's RECORD, so `pip uninstall` removes it.
 - The repository's `eval_tasks/` (lm-eval YAMLs and their helpers) is copied into the wheel as

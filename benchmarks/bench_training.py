@@ -27,9 +27,9 @@ import time
 import torch
 
 from sm_dream import SoftMaskDreamForDiffusionLM
-from sm_dream.adapters import optimizer_groups, prepare_for_finetuning
-from sm_dream.losses import sm_two_pass_loss
-from sm_dream.noise import sample_noise
+from sm_dream.training.adapters import optimizer_groups, prepare_for_finetuning
+from sm_dream.training.losses import sm_two_pass_loss
+from sm_dream.training.noise import sample_noise
 from sm_dream.tiny import tiny_config
 
 VARIANTS = {"binary": 0.0, "sm_p0.5": 0.5, "sm_p1.0": 1.0}

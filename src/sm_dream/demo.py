@@ -16,8 +16,8 @@ import sys
 
 import torch
 
-from .modeling_sm_dream import SoftMaskDreamForDiffusionLM, shift_right
-from .soft_masking import feedback_from_logits
+from .model.modeling_sm_dream import SoftMaskDreamForDiffusionLM, shift_right
+from .model.soft_masking import feedback_from_logits
 from .tiny import load_dream_tokenizer, tiny_config
 
 _RELOAD = """

@@ -4,7 +4,7 @@
 Used by the tests, the demo and the tiny CPU recipe, so that everything runs offline on a laptop.
 """
 
-from .configuration_sm_dream import SoftMaskDreamConfig
+from .model.configuration_sm_dream import SoftMaskDreamConfig
 from .resources import DREAM_FIXTURE
 
 # Released Dream special ids (SPEC section 2).

@@ -24,15 +24,15 @@ import os
 import sys
 
 MODELS = {
-    "sm_dream": "sm_dream.lm_eval_model:SMDreamLM",
-    "sm_dream_reference": "sm_dream.lm_eval_reference:ReferenceLM",
+    "sm_dream": "sm_dream.evaluation.lm_eval_model:SMDreamLM",
+    "sm_dream_reference": "sm_dream.evaluation.lm_eval_reference:ReferenceLM",
 }
 
 
 def task_dir():
     """sm_dream's lm-eval task folder (a str), or None: inside the installed package (wheel), else
     the repository's `eval_tasks/` next to `src/` (editable install)."""
-    package = os.path.dirname(os.path.abspath(__file__))
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for candidate in (os.path.join(package, "eval_tasks"), os.path.join(package, "..", "..", "eval_tasks")):
         if os.path.isdir(candidate):
             return os.path.normpath(candidate)

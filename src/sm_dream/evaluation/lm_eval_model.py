@@ -106,7 +106,7 @@ class SMDreamLM(DistributedLM):
 
     # ---------------------------------------------------------------- loading
     def _load_model(self, pretrained, peft, merge_peft, revision, torch_dtype):
-        from .modeling_sm_dream import SoftMaskDreamForDiffusionLM
+        from ..model.modeling_sm_dream import SoftMaskDreamForDiffusionLM
 
         model = SoftMaskDreamForDiffusionLM.from_pretrained(pretrained, revision=revision, dtype=torch_dtype)
         if peft:
@@ -248,7 +248,7 @@ class SMDreamLM(DistributedLM):
 
     def soft_mask_parameters(self) -> Dict[str, float]:
         """The mapped SM parameters (w_s, w_a, w_b) in use (an adapter's trained copy under PEFT)."""
-        from .adapters import sm_values
+        from ..training.adapters import sm_values
 
         return {k: float(v) for k, v in sm_values(self.base_model).items()}
 

@@ -115,7 +115,7 @@ def export_standalone(model_or_path, output_dir: str, tokenizer=None, base_model
 
 
 def _load_for_export(path: str, base_model_path: Optional[str]):
-    from .modeling_sm_dream import SoftMaskDreamForDiffusionLM
+    from ..model.modeling_sm_dream import SoftMaskDreamForDiffusionLM
 
     adapter_config = os.path.join(path, "adapter_config.json")
     if not os.path.exists(adapter_config):

@@ -202,7 +202,7 @@ class DiffusionDataCollator:
     response_mask (True on answer + eos tokens) and example_id (seeds the validation noise).
 
     No `labels` key on purpose: with one, `transformers.Trainer` would rescale the loss for gradient
-    accumulation by its own token count (see `sm_dream.trainer`).
+    accumulation by its own token count (see `sm_dream.training.trainer`).
     """
 
     pad_token_id: int

@@ -18,9 +18,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Optional
 
-from .block_generation import FAST_DECODING_DEFAULTS
-from .configuration_sm_dream import SM_SCHEDULES
-from .unmasking import UNMASKING_ALGORITHMS
+from ..model.block_generation import FAST_DECODING_DEFAULTS
+from ..model.configuration_sm_dream import SM_SCHEDULES
+from ..model.unmasking import UNMASKING_ALGORITHMS
 
 # Keyword arguments passed through to `diffusion_generate` unchanged (it validates them): Dream's
 # `eps`, `stop_when_finished`, and the fast-decoding options (block length, KV caches, confidence
@@ -97,7 +97,7 @@ class GenerationSettings:
         if unknown:
             raise ValueError(
                 f"Unknown model argument(s) {unknown}. Generation options passed through: "
-                f"{list(PASS_THROUGH_GENERATION_ARGS)}; see `sm_dream.eval_settings`."
+                f"{list(PASS_THROUGH_GENERATION_ARGS)}; see `sm_dream.evaluation.eval_settings`."
             )
 
     def budget(self, max_new_tokens: int) -> float:

@@ -376,7 +376,7 @@ class SoftMaskDreamForDiffusionLM(SoftMaskDreamGenerationMixin, SoftMaskDreamPre
         target_mask: (b, l) bool; if given, `logits` are only the shift-aligned rows predicting these
             positions, shape (n, V), and the LM head runs only there.
         labels: (b, l) token ids, -100 where not scored; the loss is the mean cross-entropy of the
-            shift-aligned logits at the scored positions (no 1/t weight: see `sm_dream.losses`).
+            shift-aligned logits at the scored positions (no 1/t weight: see `sm_dream.training.losses`).
         """
         if inputs_embeds is not None and sm_feedback is not None:
             raise ValueError("sm_feedback needs input_ids (the model builds the soft inputs itself).")
