@@ -29,7 +29,7 @@ def export(argv: List[str]) -> None:
     parser.add_argument("output_dir")
     parser.add_argument("--base_model", default=None, help="base model, if the adapter config lacks it")
     args = parser.parse_args(argv)
-    from .training.adapters import export_standalone
+    from .training.export import export_standalone
 
     print(f"standalone model written to {export_standalone(args.checkpoint, args.output_dir, base_model_path=args.base_model)}")
 

@@ -19,11 +19,12 @@ import torch
 from transformers import AutoTokenizer, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from .adapters import export_standalone, prepare_for_finetuning
-from .configs import DataArguments, ModelArguments, SMTrainingArguments, parse_args
-from .data import ChatPreprocessor, DiffusionDataCollator, build_datasets
 from ..model.modeling_sm_dream import SoftMaskDreamForDiffusionLM
 from ..tiny import load_dream_tokenizer, tiny_config
+from .adapters import prepare_for_finetuning
+from .configs import DataArguments, ModelArguments, SMTrainingArguments, parse_args
+from .data import ChatPreprocessor, DiffusionDataCollator, build_datasets
+from .export import export_standalone
 from .trainer import SoftMaskTrainer
 
 logger = logging.getLogger(__name__)
