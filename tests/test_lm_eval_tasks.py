@@ -17,7 +17,8 @@ from lm_eval_testing import write_jsonl
 
 from sm_dream.evaluation.code_execution import code_before_fence, pass_at_k, run_program, run_programs
 from sm_dream.evaluation.eval_data import load_source, read_records
-from sm_dream.evaluation.lm_eval_reference import ReferenceLM, cut_at_stop_strings
+from sm_dream.evaluation.lm_eval_model import cut_at_stop_strings
+from sm_dream.evaluation.lm_eval_reference import ReferenceLM
 from sm_dream.evaluation.math_answers import answers_match, final_answer, last_boxed, normalize_answer
 from sm_dream.evaluation.registration import task_dir
 

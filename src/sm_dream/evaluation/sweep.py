@@ -13,8 +13,8 @@ Usage:
     # data parallel (each process evaluates every W-th document), CPU or GPU:
     torchrun --nproc_per_node 8 -m sm_dream.evaluation.sweep ...
 
-Each (feedback, budget) pair is one lm-eval run over all tasks (zero-shot, chat template, SPEC
-section 4 sampling); its results are saved as `runs/<feedback>_nfe<budget>.json` (with the NFE,
+Each (feedback, budget) pair is one lm-eval run over all tasks (zero-shot, chat template, the
+paper's sampling); its results are saved as `runs/<feedback>_nfe<budget>.json` (with the NFE,
 tokens per second and SM parameters that `sm_dream` records) and reused on a rerun unless
 `--overwrite`. `table.md` and `accuracy_vs_nfe.png` are rebuilt from all saved runs at the end
 (`--render_only` rebuilds them without evaluating). Each model is loaded once.

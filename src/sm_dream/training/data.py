@@ -1,5 +1,5 @@
 # Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
-"""Chat records -> SM finetuning examples (paper Appendix A.2 items 2-4; SPEC section 3).
+"""Chat records -> SM finetuning examples (paper Appendix A.2 items 2-4).
 
 For one record with a `messages` list:
 
