@@ -2,7 +2,7 @@
 (interleaved rounds, medians):
 
 1. start-up hook: the installed `sm_dream-lm_eval.pth` runs in every Python process of the
-   environment; its time (load `_lm_eval_hook.py`, install the finder) over the time of a bare
+   environment; its time (load `evaluation/registration.py`, install the finder) over the time of a bare
    interpreter start (`python -c pass`). Target: < 2% (a millisecond or so).
 2. batching: tokens per second of `lm_eval --model sm_dream` requests at batch_size=B over B=1, on
    the tiny CPU model (prompts of different lengths, left-padded).
@@ -51,7 +51,7 @@ def bench_batching(rounds: int, batch: int) -> None:
     from lm_eval.api.instance import Instance
     from lm_eval_testing import save_tiny_model
 
-    from sm_dream.lm_eval_model import SMDreamLM
+    from sm_dream.evaluation.lm_eval_model import SMDreamLM
 
     with tempfile.TemporaryDirectory() as folder:
         path = save_tiny_model(folder)

@@ -11,7 +11,7 @@ each SM step is divided by the binary step of the same round; the median of thes
 on CPU, the peak resident memory during the step above its value before the step (sampled in a
 thread, interleaved rounds, medians): what the step itself allocates on top of weights and
 optimizer state.
-Targets (issue 4): time <= 1.25x binary at p_sm 0.5 with DoRA, <= 1.5x at p_sm 1.0; peak memory
+Targets: time <= 1.25x binary at p_sm 0.5 with DoRA, <= 1.5x at p_sm 1.0; peak memory
 <= 1.05x binary. The paper's SM pretraining ran 2.17x slower than binary.
 """
 
@@ -27,9 +27,9 @@ import time
 import torch
 
 from sm_dream import SoftMaskDreamForDiffusionLM
-from sm_dream.adapters import optimizer_groups, prepare_for_finetuning
-from sm_dream.losses import sm_two_pass_loss
-from sm_dream.noise import sample_noise
+from sm_dream.training.adapters import optimizer_groups, prepare_for_finetuning
+from sm_dream.training.losses import sm_two_pass_loss
+from sm_dream.training.noise import sample_noise
 from sm_dream.tiny import tiny_config
 
 VARIANTS = {"binary": 0.0, "sm_p0.5": 0.5, "sm_p1.0": 1.0}

@@ -15,7 +15,7 @@ without --config the SM DoRA recipe is used.
 
 from pathlib import Path
 
-from sm_dream.finetune import run_recipe
+from sm_dream.training.finetune import run_recipe
 
 if __name__ == "__main__":
     run_recipe(Path(__file__).parent / "dream_coder" / "sft_sm_dora.yaml")

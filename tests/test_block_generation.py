@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from sm_dream import SoftMaskDreamForDiffusionLM, shift_right
-from sm_dream.soft_masking import feedback_from_logits
-from sm_dream.block_generation import plan_blocks
-from sm_dream.generation_utils import SoftMaskDreamGenerationConfig
+from sm_dream.model.block_generation import plan_blocks
+from sm_dream.model.generation_utils import SoftMaskDreamGenerationConfig
+from sm_dream.model.soft_masking import feedback_from_logits
 from sm_dream.tiny import small_vocab_config
 
 MASK, PAD, N = 127, 0, 16
@@ -255,7 +255,7 @@ def test_tokens_hook_sees_the_step_logits_and_can_edit_tokens(model):
 
 
 def test_eval_settings_pass_the_fast_decoding_args_to_diffusion_generate(model):
-    from sm_dream.eval_settings import GenerationSettings
+    from sm_dream.evaluation.eval_settings import GenerationSettings
 
     settings = GenerationSettings(temperature=0.0, extra=dict(block_length=4, dual_cache=True, threshold=0.0))
     ids, attention = _prompts()

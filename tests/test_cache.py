@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from sm_dream import SoftMaskDreamForDiffusionLM, feedback_from_logits, shift_right
-from sm_dream.block_generation import merge_feedback, window_feedback
-from sm_dream.cache import DualKVCache, PrefixKVCache, make_kv_cache
-from sm_dream.modeling_sm_dream import default_position_ids
+from sm_dream.model.block_generation import merge_feedback, window_feedback
+from sm_dream.model.cache import DualKVCache, PrefixKVCache, make_kv_cache
+from sm_dream.model.modeling_sm_dream import default_position_ids
 from sm_dream.tiny import small_vocab_config
 
 MASK, PAD = 127, 0

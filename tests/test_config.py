@@ -25,7 +25,7 @@ def test_released_dream_config_loads_unchanged():
 
 def test_sm_raw_init_inverts_the_maps():
     import torch
-    from sm_dream.soft_masking import SoftMaskParams
+    from sm_dream.model.soft_masking import SoftMaskParams
 
     config = small_vocab_config(sm_full_vocab=True, sm_init_temperature=0.7)
     params = SoftMaskParams(config.sm_raw_init())

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sm_dream.data import (
+from sm_dream.training.data import (
     ChatPreprocessor,
     DataSource,
     DiffusionDataCollator,

@@ -11,8 +11,8 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.registry import get_model
 from lm_eval_testing import shared_tiny_model
 
-from sm_dream.lm_eval_model import SMDreamLM, batch_seed, first_stop_lengths
-from sm_dream.modeling_sm_dream import SoftMaskDreamForDiffusionLM
+from sm_dream.evaluation.lm_eval_model import SMDreamLM, batch_seed, first_stop_lengths
+from sm_dream.model.modeling_sm_dream import SoftMaskDreamForDiffusionLM
 
 EOS = 151643
 

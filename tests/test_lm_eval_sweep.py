@@ -6,7 +6,7 @@ import os
 import pytest
 from lm_eval_testing import shared_tiny_model, write_jsonl
 
-from sm_dream import sweep
+from sm_dream.evaluation import sweep
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +71,7 @@ def test_tiny_sweep_end_to_end(tmp_path, monkeypatch):
     def no_model(*args, **kwargs):
         raise AssertionError("saved runs are not evaluated again")
 
-    monkeypatch.setattr("sm_dream.lm_eval_model.SMDreamLM", no_model)
+    monkeypatch.setattr("sm_dream.evaluation.lm_eval_model.SMDreamLM", no_model)
     sweep.main(argv)  # resumes: every pair has results
 
 

@@ -5,19 +5,24 @@ import gzip
 import itertools
 import json
 import math
+import os
+import subprocess
+import sys
+import zipfile
 
 import pytest
 from lm_eval import simple_evaluate
 from lm_eval.tasks import TaskManager
 from lm_eval_testing import write_jsonl
 
-from sm_dream._lm_eval_hook import task_dir
-from sm_dream.code_execution import code_before_fence, pass_at_k, run_program, run_programs
-from sm_dream.eval_data import load_source, read_records
-from sm_dream.lm_eval_reference import ReferenceLM, cut_at_stop_strings
-from sm_dream.math_answers import answers_match, final_answer, last_boxed, normalize_answer
+from sm_dream.evaluation.code_execution import code_before_fence, pass_at_k, run_program, run_programs
+from sm_dream.evaluation.eval_data import load_source, read_records
+from sm_dream.evaluation.lm_eval_model import cut_at_stop_strings
+from sm_dream.evaluation.lm_eval_reference import ReferenceLM
+from sm_dream.evaluation.math_answers import answers_match, final_answer, last_boxed, normalize_answer
+from sm_dream.evaluation.registration import task_dir
 
-
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(autouse=True)
 def _no_environment_report(monkeypatch):
@@ -211,3 +216,43 @@ def test_shipped_tasks_have_the_spec_lengths_and_are_zero_shot(tmp_path):
         assert config.num_fewshot == 0, name
     assert tasks["humaneval_instruct_smd"].eval_docs.num_rows == 164
     assert set(manager.all_tags) >= {"sm_dream_code", "sm_dream_math"}
+
+
+# ----------------------------------------------------------------------------- finding the task folder
+
+
+def _task_files(root):
+    """Relative paths of the shipped files under a task folder (no caches)."""
+    found = set()
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        found |= {os.path.relpath(os.path.join(folder, f), root) for f in files if not f.endswith((".pyc", ".pyo"))}
+    return found
+
+
+def test_editable_install_finds_the_repository_task_folder():
+    """The development install maps the package `sm_dream.eval_tasks` to the repository's eval_tasks/."""
+    assert task_dir() == os.path.join(REPO, "eval_tasks")
+    assert {"humaneval/humaneval_instruct_smd.yaml", "mbpp/utils.py"} <= _task_files(task_dir())
+
+
+def test_wheel_ships_every_task_file_and_finds_them(tmp_path):
+    """A wheel carries every file of eval_tasks/ as `sm_dream/eval_tasks/...` (a task folder missing from
+    setup.cfg `packages` fails here), and an interpreter that sees only the unpacked wheel finds them
+    there with the same lookup."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), REPO],
+                   check=True, capture_output=True, timeout=300)
+    wheel = next(p for p in os.listdir(tmp_path) if p.endswith(".whl"))
+    with zipfile.ZipFile(tmp_path / wheel) as archive:
+        archive.extractall(tmp_path / "site")
+    site = tmp_path / "site"
+    assert _task_files(site / "sm_dream" / "eval_tasks") == _task_files(os.path.join(REPO, "eval_tasks"))
+    # -S: no site-packages, so neither the editable install nor the .pth hook; only the wheel's files
+    # (+ torch/transformers, which `import sm_dream` needs, from the running interpreter's path).
+    deps = [p for p in sys.path if p.endswith("site-packages")]
+    probe = ("import sys; sys.path[:0] = sys.argv[1:]; "
+             "from sm_dream.evaluation.registration import task_dir; import sm_dream; print(task_dir()); print(sm_dream.__file__)")
+    out = subprocess.run([sys.executable, "-S", "-c", probe, str(site), *deps], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    found, package = out.stdout.split()
+    assert found == str(site / "sm_dream" / "eval_tasks") and package.startswith(str(site))

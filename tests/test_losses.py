@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from sm_dream import SoftMaskDreamForDiffusionLM
-from sm_dream.losses import masked_diffusion_loss, sm_two_pass_loss
-from sm_dream.noise import sample_noise
+from sm_dream.training.losses import masked_diffusion_loss, sm_two_pass_loss
+from sm_dream.training.noise import sample_noise
 from sm_dream.tiny import small_vocab_config
 
 MASK = 127

@@ -73,6 +73,37 @@ def test_dream_format_checkpoint_loads_every_weight_and_says_so_once(tmp_path, c
     assert isinstance(AutoModel.from_pretrained(tmp_path), SoftMaskDreamForDiffusionLM)
 
 
+def test_from_pretrained_leaves_the_global_logging_verbosity_alone(tmp_path, monkeypatch, caplog):
+    """The load report is hidden for the call only: transformers' verbosity is never changed, and the
+    report loggers get their filters back afterwards."""
+    from transformers import PreTrainedModel
+    from transformers.utils import logging as hf_logging
+
+    _write_dream_format_checkpoint(tmp_path, small_vocab_config())
+    seen = []
+    original = PreTrainedModel.from_pretrained.__func__
+
+    def spy(cls, *args, **kwargs):
+        seen.append(hf_logging.get_verbosity())
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedModel, "from_pretrained", classmethod(spy))
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_info()
+    try:
+        with caplog.at_level(logging.INFO):
+            SoftMaskDreamForDiffusionLM.from_pretrained(tmp_path)
+        assert seen == [hf_logging.INFO] and hf_logging.get_verbosity() == hf_logging.INFO
+    finally:
+        hf_logging.set_verbosity(previous)
+    assert [r for r in caplog.records if "soft-masking parameters" in r.getMessage()]
+    report = [r for r in caplog.records if r.name.startswith(("transformers.modeling_utils", "transformers.utils.loading"))
+              and r.levelno < logging.ERROR and "soft_mask." in r.getMessage()]
+    assert not report
+    assert all(not logging.getLogger(name).filters for name in ("transformers.modeling_utils",
+                                                                "transformers.utils.loading_report"))
+
+
 def test_attention_is_bidirectional_and_sdpa_equals_eager():
     model = _model()
     ids = torch.randint(1, MASK, (2, 12))

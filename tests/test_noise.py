@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sm_dream.noise import MIN_T, apply_mask, sample_noise
+from sm_dream.training.noise import MIN_T, apply_mask, sample_noise
 
 
 def _response_mask(prompt_lens, resp_lens, length):

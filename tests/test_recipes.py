@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sm_dream.configs import parse_args
+from sm_dream.training.configs import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
@@ -104,7 +104,7 @@ def _corpus_with_bad_rows(path: Path) -> dict:
 def test_tiny_recipe_end_to_end_with_malformed_rows(tmp_path):
     """Train with SM on a corpus with bad rows (each skipped and counted), export, reload without
     sm_dream (trust_remote_code) and generate."""
-    from sm_dream.finetune import main
+    from sm_dream.training.finetune import main
 
     corpus = tmp_path / "corpus.jsonl"
     expected_bad = _corpus_with_bad_rows(corpus)

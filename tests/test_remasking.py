@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sm_dream.remasking import (
+from sm_dream.model.remasking import (
     REMASKING_SCHEDULES,
     CapSchedule,
     LoopSchedule,

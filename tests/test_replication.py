@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sm_dream.noise import sample_noise
+from sm_dream.training.noise import sample_noise
 from sm_dream.replication import (
     QUICK_OVERRIDES,
     ReplicationArgs,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sm_dream import SoftMaskDreamForDiffusionLM, feedback_from_logits, schedule_factor, shift_right
-from sm_dream.soft_masking import SM_SCHEDULE_FUNCTIONS, entropy_from_logits
+from sm_dream.model.soft_masking import SM_SCHEDULE_FUNCTIONS, entropy_from_logits
 from sm_dream.tiny import small_vocab_config
 
 MASK = 127

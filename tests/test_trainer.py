@@ -5,11 +5,11 @@ import torch
 from transformers import TrainerCallback
 
 from sm_dream import SoftMaskDreamForDiffusionLM
-from sm_dream.adapters import optimizer_groups, prepare_for_finetuning, sm_values
-from sm_dream.configs import SMTrainingArguments
-from sm_dream.data import DiffusionDataCollator
+from sm_dream.training.adapters import optimizer_groups, prepare_for_finetuning, sm_values
+from sm_dream.training.configs import SMTrainingArguments
+from sm_dream.training.data import DiffusionDataCollator
 from sm_dream.tiny import small_vocab_config
-from sm_dream.trainer import SoftMaskTrainer
+from sm_dream.training.trainer import SoftMaskTrainer
 
 datasets = pytest.importorskip("datasets")
 pytest.importorskip("peft")
@@ -184,10 +184,10 @@ def test_gradient_checkpointing_gives_the_same_gradients(tmp_path):
 
 def test_bf16_model_keeps_float32_sm_parameters(tmp_path):
     """lr 1e-2 steps on w would round away in bf16 (spacing 0.03 near s_raw = -5)."""
-    from sm_dream.configs import ModelArguments
-    from sm_dream.finetune import load_model_and_tokenizer
-    from sm_dream.losses import sm_two_pass_loss
-    from sm_dream.noise import sample_noise
+    from sm_dream.training.configs import ModelArguments
+    from sm_dream.training.finetune import load_model_and_tokenizer
+    from sm_dream.training.losses import sm_two_pass_loss
+    from sm_dream.training.noise import sample_noise
     from sm_dream.resources import DREAM_FIXTURE
 
     torch.manual_seed(0)

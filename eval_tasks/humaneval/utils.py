@@ -1,7 +1,7 @@
 # Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
-"""HumanEval(+) instruct tasks: program assembly and sandboxed scoring (data: sm_dream.eval_data)."""
+"""HumanEval(+) instruct tasks: program assembly and sandboxed scoring (data: sm_dream.evaluation.eval_data)."""
 
-from sm_dream.code_execution import code_before_fence, pass_at_1
+from sm_dream.evaluation.code_execution import code_before_fence, pass_at_1
 
 TIMEOUT_S = 10.0
 PLUS_TIMEOUT_S = 30.0  # EvalPlus runs each function on hundreds of inputs

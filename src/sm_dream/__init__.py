@@ -9,9 +9,9 @@ released Dream checkpoints and saved SM models alike. Saved models also carry th
 
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
-from .configuration_sm_dream import SM_SCHEDULES, SoftMaskDreamConfig
-from .modeling_sm_dream import SoftMaskDreamForDiffusionLM, SoftMaskDreamModel, shift_right
-from .soft_masking import SoftMaskFeedback, SoftMaskParams, feedback_from_logits, schedule_factor
+from .model.configuration_sm_dream import SM_SCHEDULES, SoftMaskDreamConfig
+from .model.modeling_sm_dream import SoftMaskDreamForDiffusionLM, SoftMaskDreamModel, shift_right
+from .model.soft_masking import SoftMaskFeedback, SoftMaskParams, feedback_from_logits, schedule_factor
 
 __version__ = "0.1.0"
 

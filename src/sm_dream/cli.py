@@ -16,8 +16,8 @@ from typing import Callable, Dict, List, Optional
 
 def train(argv: List[str]) -> None:
     """Run the finetuning recipe given by --config (YAML) and flags."""
-    from .configs import parse_args
-    from .finetune import main
+    from .training.configs import parse_args
+    from .training.finetune import main
 
     main(*parse_args(argv))
 
@@ -29,7 +29,7 @@ def export(argv: List[str]) -> None:
     parser.add_argument("output_dir")
     parser.add_argument("--base_model", default=None, help="base model, if the adapter config lacks it")
     args = parser.parse_args(argv)
-    from .adapters import export_standalone
+    from .training.export import export_standalone
 
     print(f"standalone model written to {export_standalone(args.checkpoint, args.output_dir, base_model_path=args.base_model)}")
 

@@ -31,9 +31,9 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from .losses import sm_two_pass_loss
-from .modeling_sm_dream import SoftMaskDreamForDiffusionLM
-from .noise import sample_noise
+from .training.losses import sm_two_pass_loss
+from .model.modeling_sm_dream import SoftMaskDreamForDiffusionLM
+from .training.noise import sample_noise
 from .replication_data import special_ids, split_files, stdlib_files, token_windows, train_tokenizer, window_order
 from .replication_eval import evaluate_generation, heldout_nll
 from .replication_report import write_report

@@ -4,10 +4,10 @@
 Used by the tests, the demo and the tiny CPU recipe, so that everything runs offline on a laptop.
 """
 
-from .configuration_sm_dream import SoftMaskDreamConfig
+from .model.configuration_sm_dream import SoftMaskDreamConfig
 from .resources import DREAM_FIXTURE
 
-# Released Dream special ids (SPEC section 2).
+# Released Dream special ids (Dream-v0-Instruct-7B config.json).
 DREAM_MASK_ID = 151666
 DREAM_EOS_ID = 151643
 DREAM_VOCAB_SIZE = 152064

@@ -40,7 +40,7 @@ class SoftMaskDreamConfig(PretrainedConfig):
         mask_token_id (`int`, 151666): the [MASK] token.
         pad_token_id (`int`, 151643): padding (= eos in Dream).
 
-    Soft-masking fields (SPEC section 1; paper Section 3 and Appendix A.2):
+    Soft-masking fields (paper Section 3 and Appendix A.2):
         sm_enabled (`bool`, True): use the SM feedback at all; False gives plain binary masking.
         sm_top_k (`int`, 3): k, the number of top predicted tokens blended into a masked position.
         sm_full_vocab (`bool`, False): the k = |V| variant (paper B.3): blend softmax(logits / tau)

@@ -1,5 +1,5 @@
 # Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
-"""Chat records -> SM finetuning examples (paper Appendix A.2 items 2-4; SPEC section 3).
+"""Chat records -> SM finetuning examples (paper Appendix A.2 items 2-4).
 
 For one record with a `messages` list:
 
@@ -202,7 +202,7 @@ class DiffusionDataCollator:
     response_mask (True on answer + eos tokens) and example_id (seeds the validation noise).
 
     No `labels` key on purpose: with one, `transformers.Trainer` would rescale the loss for gradient
-    accumulation by its own token count (see `sm_dream.trainer`).
+    accumulation by its own token count (see `sm_dream.training.trainer`).
     """
 
     pad_token_id: int

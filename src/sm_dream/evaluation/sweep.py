@@ -3,18 +3,18 @@
 Table 2 layout (Markdown) and a plot of accuracy against the NFE budget.
 
 Usage:
-    python -m sm_dream.sweep --model_args pretrained=PATH[,peft=ADAPTER,merge_peft=true] \\
+    python -m sm_dream.evaluation.sweep --model_args pretrained=PATH[,peft=ADAPTER,merge_peft=true] \\
         --tasks humaneval_instruct_smd humaneval_plus_instruct mbpp_instruct_smd mbpp_plus_instruct_smd \\
         --nfe_budgets 0.25 0.5 1 --feedback binary sm --confirm_run_unsafe_code --output_dir outputs/sweep
 
     # the paper's comparison: a binary fine-tune as the baseline row, the SM fine-tune as the SM row
-    python -m sm_dream.sweep --model_args pretrained=SM_MODEL --baseline_model_args pretrained=BINARY_MODEL ...
+    python -m sm_dream.evaluation.sweep --model_args pretrained=SM_MODEL --baseline_model_args pretrained=BINARY_MODEL ...
 
     # data parallel (each process evaluates every W-th document), CPU or GPU:
-    torchrun --nproc_per_node 8 -m sm_dream.sweep ...
+    torchrun --nproc_per_node 8 -m sm_dream.evaluation.sweep ...
 
-Each (feedback, budget) pair is one lm-eval run over all tasks (zero-shot, chat template, SPEC
-section 4 sampling); its results are saved as `runs/<feedback>_nfe<budget>.json` (with the NFE,
+Each (feedback, budget) pair is one lm-eval run over all tasks (zero-shot, chat template, the
+paper's sampling); its results are saved as `runs/<feedback>_nfe<budget>.json` (with the NFE,
 tokens per second and SM parameters that `sm_dream` records) and reused on a rerun unless
 `--overwrite`. `table.md` and `accuracy_vs_nfe.png` are rebuilt from all saved runs at the end
 (`--render_only` rebuilds them without evaluating). Each model is loaded once.
@@ -174,7 +174,7 @@ def sweep(args) -> None:
     """Run every (feedback, budget) pair that has no saved results yet; one model load per model."""
     from lm_eval.tasks import TaskManager
 
-    from ._lm_eval_hook import with_sm_dream_tasks
+    from .registration import with_sm_dream_tasks
     from .lm_eval_model import SMDreamLM
 
     runs_dir = os.path.join(args.output_dir, "runs")

@@ -21,19 +21,10 @@ from lm_eval.api.registry import register_model
 
 from .eval_data import human_eval_file, read_records
 from .lm_eval_distributed import DistributedLM
+from .lm_eval_model import cut_at_stop_strings
 
 GARBAGE = "    raise NotImplementedError('garbage')\n"
 MODES = ("canonical", "garbage")
-
-
-def cut_at_stop_strings(text: str, until) -> str:
-    """`text` up to the earliest occurrence of any non-empty stop string."""
-    cut = len(text)
-    for stop in until or []:
-        if stop:
-            found = text.find(stop)
-            cut = min(cut, found) if found >= 0 else cut
-    return text[:cut]
 
 
 @register_model("sm_dream_reference")

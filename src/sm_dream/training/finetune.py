@@ -2,7 +2,7 @@
 """The SM finetuning run shared by the recipes: seed, data, model, trainer, train, save, export.
 
     accelerate launch recipes/finetune_dream_coder.py --config recipes/dream_coder/sft_sm_dora.yaml
-    python -m sm_dream.finetune --config recipes/tiny/sft_sm_tiny.yaml          # the tiny CPU run
+    python -m sm_dream.training.finetune --config recipes/tiny/sft_sm_tiny.yaml          # the tiny CPU run
 
 Writes to `output_dir`: checkpoints (Trainer), the final adapter (with the SM parameters) or full
 model, the tokenizer, `data_stats.json` (records kept / filtered / malformed per source) and, with
@@ -19,11 +19,12 @@ import torch
 from transformers import AutoTokenizer, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from .adapters import export_standalone, prepare_for_finetuning
+from ..model.modeling_sm_dream import SoftMaskDreamForDiffusionLM
+from ..tiny import load_dream_tokenizer, tiny_config
+from .adapters import prepare_for_finetuning
 from .configs import DataArguments, ModelArguments, SMTrainingArguments, parse_args
 from .data import ChatPreprocessor, DiffusionDataCollator, build_datasets
-from .modeling_sm_dream import SoftMaskDreamForDiffusionLM
-from .tiny import load_dream_tokenizer, tiny_config
+from .export import export_standalone
 from .trainer import SoftMaskTrainer
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ The canvas is the prompt followed by N = max_new_tokens [MASK] tokens. Over `ste
 unmasking algorithm (`unmasking.py`) commits some of them: floor(M (1 - s/t)) per row, all remaining
 at the last step. With SM on, every position that stays masked after step i enters step i + 1 as the
 blend (1 - lam) E[mask] + lam sum_j pi_j E[topk_j], built by the model from `feedback_from_logits`
-on step i's raw logits (SPEC section 1: softmax at temperature 1, whatever the sampling settings),
+on step i's raw logits (softmax at temperature 1, whatever the sampling settings),
 scaled by the time schedule `sm_schedule`. Step 0 has no feedback.
 
 NFE budget = steps / max_new_tokens (paper eq. 3): `nfe_budget=0.25` sets steps = N / 4. The number of

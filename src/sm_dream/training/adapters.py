@@ -1,5 +1,5 @@
 # Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
-"""What is trained, with which learning rate, and how a finished run becomes a standalone model.
+"""What is trained and with which learning rate (export of a finished run: `export.py`).
 
 Finetuning modes (a registry keyed by name, `--finetuning`):
 - "dora" (paper A.2): DoRA adapters (r = alpha = 16) on q/k/v/o; the SM module is a PEFT
@@ -12,8 +12,6 @@ no-decay parameters as `transformers.Trainer` does, and the SM parameters at `sm
 (1e-2) without weight decay. One schedule scales all groups.
 """
 
-import json
-import os
 from typing import Callable, Dict, List, Optional
 
 from torch import nn
@@ -89,41 +87,3 @@ def sm_values(model: nn.Module) -> Dict[str, float]:
         with deepspeed.zero.GatheredParameters(params):
             return module.mapped()
     return module.mapped()
-
-
-def export_standalone(model_or_path, output_dir: str, tokenizer=None, base_model_path: Optional[str] = None) -> str:
-    """Write a checkpoint that `AutoModel.from_pretrained(output_dir, trust_remote_code=True)` loads.
-
-    model_or_path: a trained (PEFT or plain) model, or a directory: a training output/checkpoint with
-        an adapter (its base from `base_model_path` or the adapter config) or a full model.
-    Adapters are merged into the weights; the SM module keeps its trained values.
-    """
-    model = _load_for_export(model_or_path, base_model_path) if isinstance(model_or_path, str) else model_or_path
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    model.save_pretrained(output_dir)
-    if tokenizer is None and isinstance(model_or_path, str):  # a checkpoint-N folder: the run's tokenizer is one up
-        found = [d for d in (model_or_path, os.path.dirname(os.path.abspath(model_or_path)))
-                 if os.path.exists(os.path.join(d, "tokenizer_config.json"))]
-        if found:
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(found[0])
-    if tokenizer is not None:
-        tokenizer.save_pretrained(output_dir)
-    return output_dir
-
-
-def _load_for_export(path: str, base_model_path: Optional[str]):
-    from .modeling_sm_dream import SoftMaskDreamForDiffusionLM
-
-    adapter_config = os.path.join(path, "adapter_config.json")
-    if not os.path.exists(adapter_config):
-        return SoftMaskDreamForDiffusionLM.from_pretrained(path)
-    from peft import PeftModel
-
-    with open(adapter_config) as f:
-        base = base_model_path or json.load(f).get("base_model_name_or_path")
-    if not base:
-        raise ValueError(f"{path} holds an adapter without a base model path; pass base_model_path (--base_model).")
-    return PeftModel.from_pretrained(SoftMaskDreamForDiffusionLM.from_pretrained(base), path)

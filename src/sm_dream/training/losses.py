@@ -2,7 +2,7 @@
 """The masked-diffusion loss, one pass (binary masking) or two passes (soft-masking).
 
 For a batch with clean tokens x0, response mask r, noise draw (t, m) and SM switch sm (see
-`sm_dream.noise`), and p_theta the model's prediction from Dream's shifted logits (the logit row at
+`sm_dream.training.noise`), and p_theta the model's prediction from Dream's shifted logits (the logit row at
 j-1 predicts the token at j; the model's `target_mask` does the shift and runs the LM head only there):
 
     L = ( sum_i sum_j m_ij * (-log p_theta(x0_ij | input_i)) / t_i ) / N,     N = sum_ij r_ij
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .noise import apply_mask
-from .soft_masking import SoftMaskFeedback, feedback_from_logits
+from ..model.soft_masking import SoftMaskFeedback, feedback_from_logits
 
 
 @dataclass

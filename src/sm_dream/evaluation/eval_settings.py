@@ -1,7 +1,7 @@
 # Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
 """The generation settings of an lm-eval run (`--model_args`), validated before anything loads.
 
-Defaults follow SPEC section 4 (the paper's evaluation): temperature 0.1, top_p 0.9, entropy
+Defaults follow the paper's evaluation (Appendix A.2): temperature 0.1, top_p 0.9, entropy
 unmasking, NFE budget 1 (steps = max_new_tokens). The budget is one argument:
 
     NFE budget = steps / max_new_tokens        (paper eq. 3; 1/4, 1/2 and 1/1 in Tables 2-3)
@@ -18,9 +18,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Optional
 
-from .block_generation import FAST_DECODING_DEFAULTS
-from .configuration_sm_dream import SM_SCHEDULES
-from .unmasking import UNMASKING_ALGORITHMS
+from ..model.block_generation import FAST_DECODING_DEFAULTS
+from ..model.configuration_sm_dream import SM_SCHEDULES
+from ..model.unmasking import UNMASKING_ALGORITHMS
 
 # Keyword arguments passed through to `diffusion_generate` unchanged (it validates them): Dream's
 # `eps`, `stop_when_finished`, and the fast-decoding options (block length, KV caches, confidence
@@ -97,12 +97,8 @@ class GenerationSettings:
         if unknown:
             raise ValueError(
                 f"Unknown model argument(s) {unknown}. Generation options passed through: "
-                f"{list(PASS_THROUGH_GENERATION_ARGS)}; see `sm_dream.eval_settings`."
+                f"{list(PASS_THROUGH_GENERATION_ARGS)}; see `sm_dream.evaluation.eval_settings`."
             )
-
-    def budget(self, max_new_tokens: int) -> float:
-        """The NFE budget of a task with `max_new_tokens` new tokens."""
-        return self.steps / max_new_tokens if self.steps is not None else (self.nfe_budget or 1.0)
 
     def generate_kwargs(self, max_new_tokens: int) -> Dict[str, Any]:
         """Keyword arguments of `diffusion_generate` for a task with `max_new_tokens` new tokens (the

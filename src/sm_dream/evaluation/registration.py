@@ -24,19 +24,23 @@ import os
 import sys
 
 MODELS = {
-    "sm_dream": "sm_dream.lm_eval_model:SMDreamLM",
-    "sm_dream_reference": "sm_dream.lm_eval_reference:ReferenceLM",
+    "sm_dream": "sm_dream.evaluation.lm_eval_model:SMDreamLM",
+    "sm_dream_reference": "sm_dream.evaluation.lm_eval_reference:ReferenceLM",
 }
 
 
 def task_dir():
-    """sm_dream's lm-eval task folder (a str), or None: inside the installed package (wheel), else
-    the repository's `eval_tasks/` next to `src/` (editable install)."""
-    package = os.path.dirname(os.path.abspath(__file__))
-    for candidate in (os.path.join(package, "eval_tasks"), os.path.join(package, "..", "..", "eval_tasks")):
-        if os.path.isdir(candidate):
-            return os.path.normpath(candidate)
-    return None
+    """sm_dream's lm-eval task folder (a str), or None when it is not installed: the package
+    `sm_dream.eval_tasks` (the repository's `eval_tasks/`, mapped by setup.cfg `package_dir`; the same
+    lookup in wheels and editable installs). Imports `sm_dream`, so it runs only once lm-eval builds a
+    `TaskManager`, never at interpreter start-up."""
+    from importlib import resources
+
+    try:
+        folder = resources.files("sm_dream.eval_tasks")
+    except ModuleNotFoundError:
+        return None
+    return os.path.normpath(str(folder)) if folder.is_dir() else None
 
 
 def register_models(registry_module) -> None:

@@ -3,7 +3,7 @@
 
 Each task's YAML names a source here:
 
-    custom_dataset: !function sm_dream.eval_data.load_source
+    custom_dataset: !function sm_dream.evaluation.eval_data.load_source
     dataset_kwargs: {source: mbpp_plus}
 
 lm-eval calls the loader with the run's metadata too, so a local copy is one flag away:

@@ -1,7 +1,7 @@
 # Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
 """The forward (noising) process of SM finetuning: which response tokens are masked, at what t.
 
-Per sample i (paper Algorithm 1 lines 3-4, Appendix A.2 item 5; SPEC section 3):
+Per sample i (paper Algorithm 1 lines 3-4, Appendix A.2 item 5):
 
     t_i    ~ U(b_l, b_h)                         (0.2, 0.8) by default
     u_ij   ~ U(0, 1)                             one draw per position

@@ -1,7 +1,7 @@
 # Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
 """Unmasking: at a denoising step, which token each masked position would take and which take it.
 
-One step of Dream's sampler (notes/dream.md section 3), split into reusable pieces so that a
+One step of Dream's sampler (Dream's released `generation_utils.py`), split into reusable pieces so that a
 block-wise or threshold loop can call the same functions:
 
     x0, probs   = sample_tokens(rows, temperature, top_p, top_k)      token candidates per masked row
@@ -12,7 +12,7 @@ block-wise or threshold loop can call the same functions:
 The algorithms live in `UNMASKING_ALGORITHMS`, keyed by name (Dream's `origin`, `maskgit_plus`,
 `topk_margin`, `entropy`); `register_unmasking_algorithm` adds more.
 
-Differences from Dream's code, all deliberate (SPEC section 2): confidences are float32 (Dream keeps
+Differences from Dream's code, all deliberate: confidences are float32 (Dream keeps
 them in the logits dtype, bf16, where they tie); the count M is each row's own mask count (Dream uses
 the batch mean, the same at batch size 1); suppressed ids never get sampled.
 

@@ -4,14 +4,14 @@
 The library keeps checkpointing, resume, gradient accumulation, distributed launch, logging
 (`report_to`) and progress bars. This class changes four things:
 
-- compute_loss: draws the noise (t, response-only mask, SM switch per sample; `sm_dream.noise`),
+- compute_loss: draws the noise (t, response-only mask, SM switch per sample; `sm_dream.training.noise`),
   decides pass 1 across ranks (it runs if any sample on any rank uses SM, so every rank runs the
-  same graph: ZeRO-2 / ZeRO-3 need that) and returns `sm_two_pass_loss` (`sm_dream.losses`).
+  same graph: ZeRO-2 / ZeRO-3 need that) and returns `sm_two_pass_loss` (`sm_dream.training.losses`).
 - Normalisation under gradient accumulation: N, the number of response tokens, is counted over all
   micro-batches of the optimizer step and all ranks before the step (`_get_num_items_in_batch`);
   each micro-batch returns its share sum(CE/t) / N (times the world size, which the gradient
   averaging of DDP / DeepSpeed divides out), so `loss_is_scaled_for_ga = True`.
-- create_optimizer: the adapter / SM learning-rate groups (`sm_dream.adapters.optimizer_groups`).
+- create_optimizer: the adapter / SM learning-rate groups (`sm_dream.training.adapters.optimizer_groups`).
 - Logging: every logging step adds the mapped SM values (sm/w_s, sm/w_a, sm/w_b), the SM learning
   rate and lambda statistics since the last log. Evaluation reports a seeded, batch-size-independent
   eval_loss and, when SM is trained, eval_loss_binary and eval_loss_sm (all samples without / with SM).

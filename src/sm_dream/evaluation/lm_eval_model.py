@@ -33,7 +33,6 @@ from tqdm import tqdm
 
 from .eval_settings import TASK_SAMPLING_KEYS, GenerationSettings, positive_int
 from .lm_eval_distributed import DistributedLM
-from .lm_eval_reference import cut_at_stop_strings
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +67,16 @@ def first_stop_lengths(new_ids: torch.Tensor, stop_ids: torch.Tensor) -> torch.T
     positions = torch.arange(new_ids.shape[1]).expand_as(new_ids)  # (b, N)
     at_stop = torch.isin(new_ids, stop_ids)
     return torch.where(at_stop, positions, new_ids.shape[1]).min(dim=1).values
+
+
+def cut_at_stop_strings(text: str, until) -> str:
+    """`text` up to the earliest occurrence of any non-empty stop string."""
+    cut = len(text)
+    for stop in until or []:
+        if stop:
+            found = text.find(stop)
+            cut = min(cut, found) if found >= 0 else cut
+    return text[:cut]
 
 
 def batch_seed(seed: int, contexts) -> int:
@@ -106,7 +115,7 @@ class SMDreamLM(DistributedLM):
 
     # ---------------------------------------------------------------- loading
     def _load_model(self, pretrained, peft, merge_peft, revision, torch_dtype):
-        from .modeling_sm_dream import SoftMaskDreamForDiffusionLM
+        from ..model.modeling_sm_dream import SoftMaskDreamForDiffusionLM
 
         model = SoftMaskDreamForDiffusionLM.from_pretrained(pretrained, revision=revision, dtype=torch_dtype)
         if peft:
@@ -248,7 +257,7 @@ class SMDreamLM(DistributedLM):
 
     def soft_mask_parameters(self) -> Dict[str, float]:
         """The mapped SM parameters (w_s, w_a, w_b) in use (an adapter's trained copy under PEFT)."""
-        from .adapters import sm_values
+        from ..training.adapters import sm_values
 
         return {k: float(v) for k, v in sm_values(self.base_model).items()}
 

@@ -1,7 +1,7 @@
 # Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
 """Soft-masking (SM): the feedback a still-masked position receives from the previous step.
 
-For a position l that stays masked after a denoising step (SPEC section 1, paper eq. 1-2):
+For a position l that stays masked after a denoising step (paper eq. 1-2):
 
     p      = softmax(logits_l)                    raw distribution, temperature 1, full vocabulary
     H      = -sum_v p_v log p_v                   entropy in nats, float32, 0 log 0 = 0
@@ -19,7 +19,6 @@ The work is split in two so that one producer and one consumer exist:
 This file is copied into every saved checkpoint: it imports only torch.
 """
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
@@ -112,10 +111,6 @@ def feedback_from_logits(
     )
 
 
-def _softplus_inv(y: float) -> float:
-    return y + math.log(-math.expm1(-y))
-
-
 class SoftMaskParams(nn.Module):
     """The trainable SM parameters: w_s = sigmoid(s_raw), w_a = softplus(a_raw), w_b = -softplus(b_raw).
 
@@ -197,7 +192,7 @@ def soft_masked_embeddings(
 
 
 # ----------------------------------------------------------------------------------------------
-# Time-dependent SM at inference (paper B.4; SPEC section 1). f = s / T is the fraction of steps done.
+# Time-dependent SM at inference (paper, Appendix B.4). f = s / T is the fraction of steps done.
 
 
 def _sm_then_binary(f: float, threshold: float) -> float:

@@ -10,6 +10,7 @@ between major versions: a saved checkpoint carries this file and must load on an
 transformers, with only torch and transformers installed (`trust_remote_code=True`).
 """
 
+import logging as std_logging
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
@@ -25,6 +26,13 @@ from .generation_utils import SoftMaskDreamGenerationMixin
 from .soft_masking import SoftMaskFeedback, SoftMaskParams, soft_masked_embeddings
 
 logger = logging.get_logger(__name__)
+
+# The loggers of transformers' load report (4.x: modeling_utils; 5.x: utils.loading_report).
+LOAD_REPORT_LOGGERS = ("transformers.modeling_utils", "transformers.utils.loading_report")
+
+
+def _errors_only(record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.ERROR
 
 
 def shift_right(x: torch.Tensor) -> torch.Tensor:
@@ -376,7 +384,7 @@ class SoftMaskDreamForDiffusionLM(SoftMaskDreamGenerationMixin, SoftMaskDreamPre
         target_mask: (b, l) bool; if given, `logits` are only the shift-aligned rows predicting these
             positions, shape (n, V), and the LM head runs only there.
         labels: (b, l) token ids, -100 where not scored; the loss is the mean cross-entropy of the
-            shift-aligned logits at the scored positions (no 1/t weight: see `sm_dream.losses`).
+            shift-aligned logits at the scored positions (no 1/t weight: see `sm_dream.training.losses`).
         """
         if inputs_embeds is not None and sm_feedback is not None:
             raise ValueError("sm_feedback needs input_ids (the model builds the soft inputs itself).")
@@ -420,14 +428,18 @@ class SoftMaskDreamForDiffusionLM(SoftMaskDreamGenerationMixin, SoftMaskDreamPre
         """`PreTrainedModel.from_pretrained`, saying once and plainly which SM parameters were
         initialised because the checkpoint (e.g. a released Dream model) does not have them."""
         want_info = kwargs.pop("output_loading_info", False)
-        previous = logging.get_verbosity()
-        logging.set_verbosity_error()  # transformers' per-key load report would list each SM scalar
+        # transformers' per-key load report would list each SM scalar: drop it (records below ERROR
+        # from the loggers that write it) for this call only; global verbosity stays as it is.
+        report_loggers = [std_logging.getLogger(name) for name in LOAD_REPORT_LOGGERS]
+        for report_logger in report_loggers:
+            report_logger.addFilter(_errors_only)
         try:
             model, info = super().from_pretrained(
                 pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
             )
         finally:
-            logging.set_verbosity(previous)
+            for report_logger in report_loggers:
+                report_logger.removeFilter(_errors_only)
         missing = list(info.get("missing_keys", []))
         sm_missing = [k for k in missing if k.startswith("soft_mask.")]
         other = [k for k in missing if not k.startswith("soft_mask.")]
