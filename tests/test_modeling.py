@@ -249,3 +249,33 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 
 def test_config_class_is_the_registered_one():
     assert AutoConfig.for_model("Dream").__class__ is SoftMaskDreamConfig
+
+
+def test_the_modeling_file_names_every_carried_module(tmp_path):
+    """transformers 4.x copies into its module cache only the modules that the modeling file imports
+    relatively itself; the saved folder must hold, and the modeling file must name, every model module."""
+    import re
+    from pathlib import Path
+
+    import sm_dream.model as model_package
+
+    folder = Path(model_package.__file__).parent
+    carried = {p.stem for p in folder.glob("*.py")} - {"__init__", "modeling_sm_dream"}
+    source = (folder / "modeling_sm_dream.py").read_text()
+    named = set(re.findall(r"^\s*from\s+\.(\S+)\s+import", source, flags=re.MULTILINE))
+    assert named == carried, f"modeling_sm_dream.py should import {sorted(carried - named)} relatively"
+    _model().save_pretrained(tmp_path)
+    assert {p.stem for p in tmp_path.glob("*.py")} == carried | {"modeling_sm_dream"}
+
+
+def test_generation_config_is_ours_built_or_loaded(tmp_path):
+    from sm_dream.model.generation_utils import SoftMaskDreamGenerationConfig
+
+    model = _model()
+    assert isinstance(model.generation_config, SoftMaskDreamGenerationConfig)
+    assert model.generation_config.mask_token_id == MASK
+    model.generation_config.steps = 7
+    model.save_pretrained(tmp_path)
+    loaded = SoftMaskDreamForDiffusionLM.from_pretrained(tmp_path)
+    assert isinstance(loaded.generation_config, SoftMaskDreamGenerationConfig)
+    assert (loaded.generation_config.steps, loaded.generation_config.mask_token_id) == (7, MASK)

@@ -48,7 +48,9 @@ from .unmasking import (
     transfer_probability,
 )
 
-_DREAM_DEFAULTS = dict(temperature=0.0, max_length=20, num_return_sequences=1, return_dict_in_generate=False)
+# Dream's own defaults, set explicitly: transformers 4.x's GenerationConfig defaults top_k=50, top_p=1.0.
+_DREAM_DEFAULTS = dict(temperature=0.0, top_p=None, top_k=None, max_length=20, num_return_sequences=1,
+                       return_dict_in_generate=False)
 
 
 class SoftMaskDreamGenerationConfig(GenerationConfig):

@@ -25,6 +25,15 @@ from .configuration_sm_dream import SoftMaskDreamConfig
 from .generation_utils import SoftMaskDreamGenerationMixin
 from .soft_masking import SoftMaskFeedback, SoftMaskParams, soft_masked_embeddings
 
+# Every other carried module, named here too: transformers 4.x copies into its module cache only the
+# files that the modeling file itself imports relatively (not their imports in turn), so a saved
+# checkpoint would fail to load there without these lines. tests/test_modeling.py keeps the list complete.
+from .block_generation import BlockDecoder  # noqa: F401, E402
+from .cache import make_kv_cache  # noqa: F401, E402
+from .decoding_trace import trace_step  # noqa: F401, E402
+from .remasking import get_remasking_schedule  # noqa: F401, E402
+from .unmasking import get_unmasking_algorithm  # noqa: F401, E402
+
 logger = logging.get_logger(__name__)
 
 # The loggers of transformers' load report (4.x: modeling_utils; 5.x: utils.loading_report).
@@ -341,6 +350,8 @@ class SoftMaskDreamForDiffusionLM(SoftMaskDreamGenerationMixin, SoftMaskDreamPre
         # transformers would take the model for an autoregressive `generate()` model.
         self.prepare_inputs_for_generation = self._prepare_inputs_for_generation
         self.post_init()
+        # Ours on every transformers release (4.x would build a plain GenerationConfig here).
+        self.generation_config = self.generation_config_class.from_model_config(config)
 
     def get_input_embeddings(self):
         return self.model.embed_tokens
@@ -440,6 +451,12 @@ class SoftMaskDreamForDiffusionLM(SoftMaskDreamGenerationMixin, SoftMaskDreamPre
         finally:
             for report_logger in report_loggers:
                 report_logger.removeFilter(_errors_only)
+        if not isinstance(model.generation_config, cls.generation_config_class):
+            # transformers 4.x reads generation_config.json as a plain GenerationConfig and never calls
+            # adjust_generation_fn: do what 5.x does.
+            model.generation_config = cls.generation_config_class.from_model_config(model.config)
+            model.adjust_generation_fn(kwargs.get("generation_config"), False, False, pretrained_model_name_or_path,
+                                       **kwargs)
         missing = list(info.get("missing_keys", []))
         sm_missing = [k for k in missing if k.startswith("soft_mask.")]
         other = [k for k in missing if not k.startswith("soft_mask.")]
