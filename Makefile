@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install lock demo test test-slow test-latest test-oldest bench replicate replicate-quick clean
+.PHONY: install lock lint demo test test-slow test-latest test-oldest bench replicate replicate-quick clean
 
 # The reproducible path: exact versions from requirements/lock.txt (CPU torch where there is no GPU).
 install: $(STAMP)
@@ -42,6 +42,9 @@ demo: install
 	OMP_NUM_THREADS=1 $(PY) recipes/finetune_dream_coder.py --config recipes/tiny/sft_sm_tiny.yaml \
 		--output_dir outputs/demo --export_dir outputs/demo/merged
 	OMP_NUM_THREADS=1 $(PY) recipes/generate_standalone.py outputs/demo/merged --prompt "What is 12 plus 30?"
+
+lint: install
+	$(VENV)/bin/ruff check .
 
 test: install
 	$(PY) -m pytest -q -m "not slow" tests
