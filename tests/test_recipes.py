@@ -23,7 +23,8 @@ RUN_RECIPES = sorted(p for d in ("dream_coder", "dream", "tiny") for p in (RECIP
 def test_every_recipe_parses(recipe):
     data_args, training_args, model_args = parse_args(["--config", str(recipe), "--use_cpu", "true"])
     assert data_args.sources() and model_args.finetuning in ("dora", "full")
-    assert training_args.max_grad_norm == 7.0 and training_args.warmup_steps == 0.03
+    assert training_args.max_grad_norm == 7.0 and training_args.warmup_ratio == 0.03
+    assert training_args.get_warmup_steps(1000) == 30  # the ratio reaches the scheduler on every release
     assert training_args.lr_scheduler_type == "cosine" and training_args.remove_unused_columns is False
 
 

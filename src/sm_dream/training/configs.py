@@ -87,11 +87,15 @@ class DataArguments:
                            messages_column=self.messages_column)]
 
 
+# transformers 4.x has `warmup_ratio` (and wants an int `warmup_steps`); 5.x takes the ratio as warmup_steps < 1.
+_TRAINER_HAS_WARMUP_RATIO = "warmup_ratio" in {f.name for f in fields(TrainingArguments)}
+
+
 @dataclass
 class SMTrainingArguments(TrainingArguments):
     """`TrainingArguments` with the paper's defaults (A.2) and the SM fields.
 
-    warmup_ratio is accepted and mapped to `warmup_steps` (a float < 1 is a ratio in transformers 5).
+    warmup_ratio is accepted on every release (transformers 5 takes it as a float `warmup_steps` < 1).
     ddp_find_unused_parameters defaults to True: the SM parameters get no gradient in a step where
     no sample on any rank uses SM.
     """
@@ -110,9 +114,11 @@ class SMTrainingArguments(TrainingArguments):
     ddp_find_unused_parameters: Optional[bool] = field(default=True, metadata={"help": "See the class docstring."})
 
     def __post_init__(self):
-        if self.warmup_ratio is not None:
-            if not 0.0 <= self.warmup_ratio < 1.0:
-                raise ValueError(f"warmup_ratio={self.warmup_ratio} must lie in [0, 1) (the paper uses 0.03).")
+        if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio={self.warmup_ratio} must lie in [0, 1) (the paper uses 0.03).")
+        if _TRAINER_HAS_WARMUP_RATIO:  # transformers 4.x: its own field, an int warmup_steps
+            self.warmup_ratio = self.warmup_ratio or 0.0
+        elif self.warmup_ratio is not None:  # transformers 5: a float warmup_steps < 1 is a ratio
             self.warmup_steps = self.warmup_ratio
         if not self.sm_learning_rate >= 0.0:
             raise ValueError(f"sm_learning_rate={self.sm_learning_rate} must be >= 0 (the paper uses 1e-2).")
