@@ -43,6 +43,10 @@ class SoftMaskTrainer(Trainer):
                              "set p_sm: 0 (binary baseline) or sm_enabled: true in model_config_overrides.")
         self._sm_log = defaultdict(float)
         self._eval_sums = defaultdict(float)
+        # compute_loss divides by the response tokens of the whole optimizer step (num_items_in_batch), so
+        # the Trainer must not divide by the accumulation steps again; said explicitly, since releases
+        # infer it differently (4.57 from the PEFT wrapper's forward signature).
+        self.model_accepts_loss_kwargs = True
 
     # ---- optimizer -----------------------------------------------------------------------------
 
