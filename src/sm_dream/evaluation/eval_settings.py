@@ -117,7 +117,7 @@ class GenerationSettings:
         if self.steps is not None:
             kwargs["steps"] = self.steps
         else:
-            kwargs["nfe_budget"] = self.nfe_budget or 1.0
+            kwargs["nfe_budget"] = 1.0 if self.nfe_budget is None else self.nfe_budget
         optional = {"soft_masking": self.soft_masking, "sm_schedule": self.sm_schedule, "sm_threshold": self.sm_threshold}
         kwargs.update({k: v for k, v in optional.items() if v is not None})
         kwargs.update(self.extra)
