@@ -1,8 +1,8 @@
 # Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
 """GSM8k answer extraction that accepts what chat models write, and numeric comparison.
 
-`extract_answer(text)` takes the first number of the last of these that occurs, in this order of
-preference:
+`extract_answer(text)` takes the first number after the last occurrence of the first of these
+kinds that the text has:
 
 1. `#### N` (the dataset's own format);
 2. `\\boxed{N}`;
@@ -21,11 +21,7 @@ from typing import Optional
 from .math_answers import last_boxed
 
 NUMBER = re.compile(r"-?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\$?\.\d+")
-MARKERS = (
-    re.compile(r"####\s*(.*)"),
-    None,  # \boxed{...}
-    re.compile(r"(?:the\s+)?(?:final\s+)?answer\s*(?:is|:)\s*:?\s*(.*)", re.IGNORECASE),
-)
+MARKERS = (re.compile(r"####"), None, re.compile(r"answer\s*(?:is|:)", re.IGNORECASE))  # None: \boxed{...}
 
 
 def to_number(text: str) -> Optional[Fraction]:
@@ -41,8 +37,9 @@ def to_number(text: str) -> Optional[Fraction]:
 
 
 def _after_last(pattern, text: str) -> Optional[str]:
+    """The rest of the line after the last match of `pattern`, or None."""
     found = list(pattern.finditer(text))
-    return found[-1].group(1) if found else None
+    return text[found[-1].end() :].split("\n", 1)[0] if found else None
 
 
 def extract_answer(text: str) -> Optional[Fraction]:

@@ -124,15 +124,16 @@ def main(argv) -> None:
         run_child(workdir, result_fd, uid, limits, secret)
     del secret
     os.close(result_fd)
+    status = 0
     while True:
         try:
-            os.waitpid(child, 0)
+            status = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
             break
         except InterruptedError:
             continue
         except ChildProcessError:
             break
-    os._exit(0)
+    os._exit(status if status >= 0 else 128 - status)  # the program's status, for information only
 
 
 if __name__ == "__main__":
