@@ -3,7 +3,7 @@
 
     lm_eval --model sm_dream \\
         --model_args pretrained=Dream-org/Dream-v0-Instruct-7B,nfe_budget=0.25,soft_masking=true \\
-        --tasks humaneval_instruct_smd --apply_chat_template --confirm_run_unsafe_code
+        --tasks humaneval_instruct --apply_chat_template --confirm_run_unsafe_code
 
 Model args (named as lm-eval's `hf` model names them): `pretrained` (a local folder or Hub id; a
 PEFT adapter folder loads as its base + the adapter), `peft` (adapter folder or id) and
