@@ -29,6 +29,7 @@ pass@k (Chen et al., 2021), unbiased, from n samples of which c pass:
     pass@k = 1 - C(n - c, k) / C(n, k)
 """
 
+import atexit
 import functools
 import hmac
 import logging
@@ -40,6 +41,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
@@ -113,10 +115,18 @@ def _candidates():
     return found + [Containment((), None, False)]
 
 
-@functools.lru_cache(maxsize=None)
+_PROBE_LOCK = threading.Lock()
+
+
 def containment() -> Containment:
     """The strongest containment under which a probe program passes here (probed once per process,
-    printed once)."""
+    printed once; thread-safe: `run_programs` calls it from its workers)."""
+    with _PROBE_LOCK:
+        return _probe()
+
+
+@functools.lru_cache(maxsize=None)
+def _probe() -> Containment:
     for box in _candidates():
         workdir, output = _prepare(PROBE, box)
         try:
@@ -144,6 +154,7 @@ def _work_root() -> str:
     """A folder for the work folders: traversable by the unprivileged uid, not listable."""
     root = tempfile.mkdtemp(prefix="sm_dream_sandbox_")
     os.chmod(root, 0o711)
+    atexit.register(shutil.rmtree, root, True)
     return root
 
 

@@ -35,15 +35,17 @@ def make_folders_private(workdir: str) -> None:
 
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
-    keep = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
+    prefixes = {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix)}
+    under = [p for p in [workdir, *prefixes] if any(p.startswith(folder + "/") for folder in PRIVATE_FOLDERS)]
+    keep = {path: os.open(path, os.O_RDONLY | os.O_DIRECTORY) for path in under}
     for folder in PRIVATE_FOLDERS:
         if os.path.isdir(folder):
             _mount(libc, b"tmpfs", folder.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=64m,mode=1777")
-    if any(workdir.startswith(folder + "/") for folder in PRIVATE_FOLDERS):
-        _bind(libc, keep, workdir)
-    os.close(keep)
-    for prefix in {sys.base_prefix, sys.prefix}:
-        expose(libc, os.path.realpath(prefix))
+    for path, fd in keep.items():  # the work folder (and an interpreter) under /tmp, bound back
+        _bind(libc, fd, path)
+        os.close(fd)
+    for prefix in prefixes:
+        expose(libc, prefix)
 
 
 def _bind(libc, fd: int, path: str) -> None:
