@@ -153,6 +153,8 @@ def test_gen_kwargs_that_cannot_apply_are_refused_before_generation(lm, monkeypa
         lm.generate_until([request("p", temperature=-1)])
     with pytest.raises(ValueError, match="nfe_budget"):
         lm.generate_until([request("p", nfe_budget=2)])  # more steps than tokens with entropy unmasking
+    with pytest.raises(ValueError, match="steps=8 exceeds max_new_tokens=4"):
+        lm.generate_until([request("p", max_gen_toks=12), request("q", max_gen_toks=4, steps=8)])
     assert fake.calls == []
 
 

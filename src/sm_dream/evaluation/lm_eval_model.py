@@ -37,6 +37,7 @@ import torch
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
+from ..model.generation_utils import resolve_steps
 from .eval_settings import GenerationSettings, positive_int, request_overrides
 from .lm_eval_distributed import DistributedLM
 
@@ -266,7 +267,9 @@ class SMDreamLM(DistributedLM):
             until = [until] if isinstance(until, str) else list(until)
             settings = self._request_settings(gen_kwargs, settings_by_key)
             length = self._task_length(gen_kwargs)
-            settings.generation_config(length).validate()
+            config = settings.generation_config(length)
+            config.validate()
+            resolve_steps(config, length)  # e.g. steps=512 for a task of 256 tokens with a count-based alg
             groups[(tuple(until), length, id(settings))].append(i)
         by_id = {id(s): s for s in settings_by_key.values()}
         lengths = {i: len(requests[i].args[0]) for i in range(len(requests))}
