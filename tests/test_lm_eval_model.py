@@ -56,15 +56,38 @@ def test_registered_next_to_lm_evals_own_models():
     ("pretrained={tiny},sm_schedule=sometimes", "sm_schedule='sometimes'"),
     ("pretrained={tiny},dtype=float8", "dtype='float8'"),
     ("pretrained={tiny},batch_size=auto", "batch_size='auto'"),
+    ("pretrained={tiny},nfe_budget=2", "steps=2048 exceeds max_new_tokens=1024"),
+    ("pretrained={tiny},block_length=0", "block_length=0"),
+    ("pretrained={tiny},temperature=warm", "temperature='warm' must be a finite number"),
+    ("pretrained={tiny},steps=2.5", "steps=2.5 must be an integer"),
+    ("pretrained={tiny},soft_masking=maybe", "soft_masking='maybe'"),
+    ("pretrained={empty}", "has no {empty}/config.json"),
     ("nfe_budget=0.5", "pretrained is required"),
 ])
-def test_bad_model_args_fail_before_loading(args, message, tiny_dir, monkeypatch):
+def test_bad_model_args_fail_before_loading(args, message, tiny_dir, monkeypatch, tmp_path):
     def no_loading(*a, **k):
         raise AssertionError("the model was loaded before the arguments were checked")
 
     monkeypatch.setattr(SoftMaskDreamForDiffusionLM, "from_pretrained", no_loading)
-    with pytest.raises(ValueError, match=message):
-        SMDreamLM.create_from_arg_string(args.format(tiny=tiny_dir), {"device": "cpu"})
+    empty = str(tmp_path)
+    with pytest.raises(ValueError, match=message.format(empty=empty)):
+        SMDreamLM.create_from_arg_string(args.format(tiny=tiny_dir, empty=empty), {"device": "cpu"})
+
+
+def test_batch_size_in_model_args_wins_over_the_cli_default(tiny_dir, caplog):
+    lm = SMDreamLM.create_from_arg_string(f"pretrained={tiny_dir},batch_size=3", {"batch_size": "1", "device": "cpu"})
+    assert lm.batch_size == 3 and "batch_size=3 in --model_args wins over --batch_size '1'" in caplog.text
+    assert SMDreamLM.create_from_arg_obj({"pretrained": tiny_dir}, {"batch_size": "4", "device": None}).batch_size == 4
+
+
+def test_soft_masking_follows_the_checkpoint_unless_given(tiny_dir, tmp_path):
+    binary = SoftMaskDreamForDiffusionLM.from_pretrained(tiny_dir)
+    binary.config.sm_enabled = False
+    binary.save_pretrained(tmp_path / "binary")
+    lm = SMDreamLM(pretrained=str(tmp_path / "binary"), tokenizer=tiny_dir, device="cpu")
+    assert "soft_masking" not in lm.settings.generate_kwargs(8)  # diffusion_generate then uses sm_enabled
+    assert lm.get_model_info()["sm_dream"]["soft_masking"]["enabled"] is False
+    assert SMDreamLM(pretrained=tiny_dir, device="cpu", soft_masking=False).settings.generate_kwargs(8)["soft_masking"] is False
 
 
 def test_cuda_request_falls_back_to_cpu(lm):
@@ -99,21 +122,40 @@ class FakeGenerate:
         return SimpleNamespace(sequences=torch.cat([ids, new], dim=1), nfe=7)
 
 
-def test_model_args_win_over_task_sampling_and_text_is_cut(lm, monkeypatch):
+def test_gen_kwargs_override_the_model_args_per_request_and_text_is_cut(lm, monkeypatch, caplog):
     fake = FakeGenerate(lm.tokenizer, "alpha\n\nbeta", "gamma")
     monkeypatch.setattr(lm, "model", SimpleNamespace(diffusion_generate=fake))
-    requests = [request("a short prompt", until=["\n\n"], max_gen_toks=12, do_sample=False, temperature=0.0, idx=0),
+    requests = [request("a short prompt", until=["\n\n"], max_gen_toks=12, idx=0),
                 request("a much longer prompt with more words", until=["\n\n"], max_gen_toks=12, idx=1),
-                request("third prompt here", until=[], max_gen_toks=12, idx=2)]
+                request("third prompt here", until=[], max_gen_toks=12, idx=2),
+                request("greedy, as --gen_kwargs temperature=0 asks", until=["\n\n"], max_gen_toks=12, temperature=0, idx=3),
+                request("do_sample=false is greedy too", until=["\n\n"], max_gen_toks=12, do_sample=False, top_p=0.5, idx=4)]
     answers = lm.generate_until(requests)
-    assert answers == ["alpha", "alpha", "alpha\n\nbeta"]  # stop string, then end of text ("gamma" dropped)
-    assert len(fake.calls) == 2  # two stop-string groups; batch_size 2
+    assert answers == ["alpha", "alpha", "alpha\n\nbeta", "alpha", "alpha"]  # stop string, then end of text
+    assert len(fake.calls) == 4  # two stop-string groups, two override groups; batch_size 2
     call = fake.calls[0]
-    assert (call["temperature"], call["top_p"], call["alg"], call["nfe_budget"], call["soft_masking"]) == (0.1, 0.9, "entropy", 0.5, True)
+    assert (call["temperature"], call["top_p"], call["alg"], call["nfe_budget"]) == (0.1, 0.9, "entropy", 0.5)
     assert call["max_new_tokens"] == 12 and call["tokenizer_vocab_size"] == len(lm.tokenizer) == 151667
     mask = call["attention_mask"]  # longest prompt first, the shorter one left-padded
     assert mask[0].all() and not mask[1, 0] and mask[1, -1]
     assert call["ids"][1, 0] == EOS  # pad = eos
+    overridden = sorted((c["temperature"], c["top_p"]) for c in fake.calls[2:])
+    assert overridden == [(0.0, 0.5), (0.0, 0.9)]
+    assert "override the model args" in caplog.text and "'temperature': 0" in caplog.text
+
+
+def test_gen_kwargs_that_cannot_apply_are_refused_before_generation(lm, monkeypatch):
+    fake = FakeGenerate(lm.tokenizer, "x", "y")
+    monkeypatch.setattr(lm, "model", SimpleNamespace(diffusion_generate=fake))
+    with pytest.raises(ValueError, match="gen_kwargs repetition_penalty=1.2 cannot be applied"):
+        lm.generate_until([request("p"), request("q", repetition_penalty=1.2)])
+    with pytest.raises(ValueError, match="temperature"):
+        lm.generate_until([request("p", temperature=-1)])
+    with pytest.raises(ValueError, match="nfe_budget"):
+        lm.generate_until([request("p", nfe_budget=2)])  # more steps than tokens with entropy unmasking
+    with pytest.raises(ValueError, match="steps=8 exceeds max_new_tokens=4"):
+        lm.generate_until([request("p", max_gen_toks=12), request("q", max_gen_toks=4, steps=8)])
+    assert fake.calls == []
 
 
 def test_model_max_new_tokens_overrides_every_task(lm, settings, monkeypatch):
@@ -169,3 +211,10 @@ def test_peft_adapter_loads_merged_or_not(tiny_dir, tmp_path):
         assert lm.soft_mask_parameters()["w_a"] == pytest.approx(math.log1p(math.exp(2.0)), rel=1e-5)
         if not merge:  # diffusion_generate is reached through the PEFT wrapper
             assert isinstance(lm.generate_until([request("p", max_gen_toks=2)])[0], str)
+    # The adapter folder given as `pretrained` (a training output_dir) loads as base + adapter.
+    lm = SMDreamLM(pretrained=str(tmp_path / "adapter"), device="cpu")
+    assert (lm.pretrained, lm.peft) == (tiny_dir, str(tmp_path / "adapter"))
+    with torch.no_grad():
+        assert torch.allclose(lm.model(input_ids=ids).logits, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="is a PEFT adapter folder and peft="):
+        SMDreamLM(pretrained=str(tmp_path / "adapter"), peft=str(tmp_path / "adapter"), device="cpu")

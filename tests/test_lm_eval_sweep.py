@@ -49,30 +49,50 @@ def test_render_needs_runs(tmp_path):
         sweep.render(str(tmp_path))
 
 
+def _runs(folder):
+    """{(feedback, budget): file name} of a sweep folder (names: <feedback>_nfe<budget>_<key>.json)."""
+    names = sorted(os.listdir(folder / "runs"))
+    return {tuple(n.split("_")[:2]): n for n in names}, {n.rsplit("_", 1)[1][:-5] for n in names}
+
+
 def test_tiny_sweep_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("SM_DREAM_LM_EVAL_TASKS", "sm_dream")  # skip indexing lm-eval's built-in tasks
     model = shared_tiny_model()
     data = write_jsonl(tmp_path / "math.jsonl", [{"problem": "What is $1+1$?", "answer": "2"}])
     argv = ["--model_args", f"pretrained={model},max_new_tokens=4,temperature=0", "--tasks", "math500_smd", "--nfe_budgets", "0.25", "1",
-            "--metadata", f"math500_file={data}", "--device", "cpu", "--output_dir", str(tmp_path / "out")]
-    sweep.main(argv)
-    runs = sorted(os.listdir(tmp_path / "out" / "runs"))
-    assert runs == ["binary_nfe0.25.json", "binary_nfe1.json", "sm_nfe0.25.json", "sm_nfe1.json"]
-    with open(tmp_path / "out" / "runs" / "sm_nfe0.25.json") as f:
+            "--metadata", json.dumps({"math500_file": data}), "--device", "cpu", "--output_dir", str(tmp_path / "out")]
+    sweep.main(argv)  # --metadata in lm-eval's JSON form
+    runs, keys = _runs(tmp_path / "out")
+    assert sorted(runs) == [("binary", "nfe0.25"), ("binary", "nfe1"), ("sm", "nfe0.25"), ("sm", "nfe1")] and len(keys) == 1
+    with open(tmp_path / "out" / "runs" / runs[("sm", "nfe0.25")]) as f:
         run = json.load(f)
     info = run["config"]["sm_dream"]
     assert info["tasks"]["math500_smd"]["nfe_per_sample"] == 1 and info["generation"]["soft_masking"] is True
-    with open(tmp_path / "out" / "runs" / "binary_nfe1.json") as f:
+    assert run["key_fields"]["metadata"] == {"math500_file": data} and run["key_fields"]["tasks"] == ["math500_smd"]
+    with open(tmp_path / "out" / "runs" / runs[("binary", "nfe1")]) as f:
         assert json.load(f)["config"]["sm_dream"]["tasks"]["math500_smd"]["nfe_per_sample"] == 4
     table = (tmp_path / "out" / "table.md").read_text()
     assert "| 1/4 | Binary | 0.0 |" in table and "| 1/1 | Binary | 0.0 |" in table and "*Gain*" in table
     assert (tmp_path / "out" / "accuracy_vs_nfe.png").stat().st_size > 0
 
-    def no_model(*args, **kwargs):
-        raise AssertionError("saved runs are not evaluated again")
+    calls = []
+    real = sweep.evaluate_run
+    monkeypatch.setattr(sweep, "evaluate_run", lambda *a, **k: calls.append(a[3:]) or real(*a, **k))
+    sweep.main(argv)  # resumes: every pair has results with the same key
+    assert calls == []
+    sweep.main([*argv[:-2], "--limit", "1", "--feedback", "sm", "--nfe_budgets", "1", "--output_dir", str(tmp_path / "out")])
+    assert calls == [(1.0, "sm")]  # another limit: evaluated again, not reused
+    runs, keys = _runs(tmp_path / "out")
+    assert len(keys) == 2
+    with pytest.raises(ValueError, match="holds two runs of"):
+        sweep.main(["--render_only", "--output_dir", str(tmp_path / "out")])
 
-    monkeypatch.setattr("sm_dream.evaluation.lm_eval_model.SMDreamLM", no_model)
-    sweep.main(argv)  # resumes: every pair has results
+
+def test_metadata_and_model_args_accept_json_and_name_bad_json():
+    assert sweep.parse_model_args('{"gsm8k_file": "a.jsonl", "n": 2}', "--metadata") == {"gsm8k_file": "a.jsonl", "n": 2}
+    assert sweep.parse_model_args("pretrained=x,nfe_budget=0.5") == {"pretrained": "x", "nfe_budget": 0.5}
+    with pytest.raises(ValueError, match="--metadata .* is not valid JSON"):
+        sweep.parse_model_args('{"gsm8k_file": }', "--metadata")
 
 
 def test_sweep_rejects_bad_budgets(tmp_path):

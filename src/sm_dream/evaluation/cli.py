@@ -8,7 +8,7 @@ that skip `.pth` files (`python -S`, some embedded interpreters) and for `accele
 sm_dream.evaluation.cli` / `torchrun -m sm_dream.evaluation.cli`. Arguments are lm-eval's, unchanged:
 
     python -m sm_dream.evaluation.cli --model sm_dream --model_args pretrained=PATH,nfe_budget=0.5 \\
-        --tasks humaneval_instruct_smd --apply_chat_template --confirm_run_unsafe_code
+        --tasks humaneval_instruct --apply_chat_template --confirm_run_unsafe_code
 """
 
 import sys

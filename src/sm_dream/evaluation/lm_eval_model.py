@@ -3,13 +3,18 @@
 
     lm_eval --model sm_dream \\
         --model_args pretrained=Dream-org/Dream-v0-Instruct-7B,nfe_budget=0.25,soft_masking=true \\
-        --tasks humaneval_instruct_smd --apply_chat_template --confirm_run_unsafe_code
+        --tasks humaneval_instruct --apply_chat_template --confirm_run_unsafe_code
 
-Model args: `pretrained` (a local folder or Hub id), `peft` (adapter folder or id) and `merge_peft`,
-`tokenizer`, `revision`, `dtype` (auto: bfloat16 on GPU, float32 on CPU), `max_length`, and the
-generation settings of `eval_settings.GenerationSettings` (max_new_tokens, steps or nfe_budget, alg,
-alg_temp, temperature, top_p, top_k, soft_masking, sm_top_k, sm_schedule, sm_threshold, seed, and
-the pass-through options). Unknown or invalid arguments raise `ValueError` before anything loads.
+Model args (named as lm-eval's `hf` model names them): `pretrained` (a local folder or Hub id; a
+PEFT adapter folder loads as its base + the adapter), `peft` (adapter folder or id) and
+`merge_peft`, `tokenizer`, `revision`, `dtype` (auto: bfloat16 on GPU, float32 on CPU),
+`max_length`, `batch_size`, `trust_remote_code`, and the generation settings of
+`eval_settings.GenerationSettings` (max_new_tokens, steps or nfe_budget, alg, alg_temp,
+temperature, top_p, top_k, soft_masking, sm_top_k, sm_schedule, sm_threshold, seed, and the
+pass-through options). Unknown or invalid arguments raise `ValueError` before anything loads.
+`batch_size`/`device` in `--model_args` win over the `--batch_size`/`--device` flags (a warning
+names both when they differ). A request's generation kwargs (`--gen_kwargs`) override the model
+args' sampling per request, with a warning (see `eval_settings`).
 
 Generation: requests with the same stop strings and length are sorted by prompt length, batched
 with left padding and generated with `diffusion_generate`; each continuation is cut at the first
@@ -20,18 +25,20 @@ parameters, and per task the NFE, the new tokens and the tokens per second.
 """
 
 import hashlib
+import json
 import logging
 import os
 import re
 import time
 from collections import defaultdict
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
-from .eval_settings import TASK_SAMPLING_KEYS, GenerationSettings, positive_int
+from ..model.generation_utils import resolve_steps
+from .eval_settings import GenerationSettings, positive_int, request_overrides
 from .lm_eval_distributed import DistributedLM
 
 logger = logging.getLogger(__name__)
@@ -60,6 +67,46 @@ def check_model_path(name: str, value) -> None:
         return
     if not HUB_ID.fullmatch(str(value)) or str(value).startswith("."):
         raise ValueError(f"{name}={str(value)!r} is neither an existing path nor a Hub id like 'org/name'.")
+
+
+def resolve_checkpoint(pretrained, peft) -> Tuple[str, object]:
+    """(model, adapter) to load: a local folder holding `adapter_config.json` (a PEFT/training output
+    folder) is the adapter of the base model it names; a local folder without `config.json` fails
+    now, naming the file."""
+    path = os.path.expanduser(str(pretrained))
+    if not os.path.isdir(path):
+        return str(pretrained), peft
+    adapter_config = os.path.join(path, "adapter_config.json")
+    if os.path.isfile(adapter_config):
+        if peft:
+            raise ValueError(f"pretrained={pretrained!r} is a PEFT adapter folder and peft={peft!r} is given too; "
+                             "pass pretrained=<base model>,peft=<adapter folder>.")
+        with open(adapter_config, encoding="utf-8") as f:
+            base = json.load(f).get("base_model_name_or_path")
+        if not base:
+            raise ValueError(f"{adapter_config} names no base_model_name_or_path; pass pretrained=<base model>,peft={pretrained}.")
+        check_model_path("the adapter's base_model_name_or_path", base)
+        logger.warning("pretrained=%r is a PEFT adapter: loading its base %r with this adapter "
+                       "(the same as pretrained=%s,peft=%s).", pretrained, base, base, pretrained)
+        return str(base), str(pretrained)
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise ValueError(f"pretrained={pretrained!r} has no {os.path.join(path, 'config.json')}: give a folder saved with "
+                         "save_pretrained (or an exported model), a PEFT adapter folder, or a Hub id.")
+    return str(pretrained), peft
+
+
+def merge_model_args(arg_dict: dict, additional_config: Optional[dict]) -> dict:
+    """`--model_args` merged with lm-eval's `--batch_size`/`--max_batch_size`/`--device`: the model
+    args win (lm-eval passes its defaults even when the flags are not given)."""
+    merged = dict(arg_dict)
+    for key, value in (additional_config or {}).items():
+        if value is None:
+            continue
+        if key in merged and str(merged[key]) != str(value):
+            logger.warning("%s=%r in --model_args wins over --%s %r.", key, merged[key], key, value)
+            continue
+        merged.setdefault(key, value)
+    return merged
 
 
 def first_stop_lengths(new_ids: torch.Tensor, stop_ids: torch.Tensor) -> torch.Tensor:
@@ -103,6 +150,9 @@ class SMDreamLM(DistributedLM):
             raise ValueError(f"dtype={dtype!r} is unknown; choose one of {['auto', *DTYPES]}.")
         for name, value in (("pretrained", pretrained), ("peft", peft), ("tokenizer", tokenizer)):
             check_model_path(name, value)
+        pretrained, peft = resolve_checkpoint(pretrained, peft)
+        if tokenizer is None and peft and os.path.isfile(os.path.join(os.path.expanduser(str(peft)), "tokenizer_config.json")):
+            tokenizer = peft  # a training output folder carries the run's tokenizer
         super().__init__(device)
         self.pretrained, self.peft = str(pretrained), peft
         torch_dtype = DTYPES.get(dtype) or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
@@ -112,6 +162,17 @@ class SMDreamLM(DistributedLM):
             raise ValueError(f"pretrained={pretrained!r} / peft={peft!r} could not be loaded: {error}") from error
         self.tokenizer = self._load_tokenizer(tokenizer or pretrained, revision, trust_remote_code)
         self.stats: Dict[str, Dict[str, float]] = defaultdict(lambda: defaultdict(float))
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict, additional_config=None):
+        """lm-eval's constructor path: model args merged with the CLI flags (see `merge_model_args`)."""
+        return cls(**merge_model_args(arg_dict, additional_config))
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string, additional_config=None):
+        from lm_eval.utils import simple_parse_args_string
+
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
 
     # ---------------------------------------------------------------- loading
     def _load_model(self, pretrained, peft, merge_peft, revision, torch_dtype):
@@ -168,9 +229,9 @@ class SMDreamLM(DistributedLM):
         answers: List[str] = [""] * len(requests)
         batches = self._plan_batches(requests)
         progress = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="sm_dream generate")
-        for indices, until, max_new_tokens in batches:
+        for indices, until, max_new_tokens, settings in batches:
             contexts = [requests[i].args[0] for i in indices]
-            texts = self._generate_batch(contexts, max_new_tokens, [requests[i].task_name for i in indices])
+            texts = self._generate_batch(contexts, max_new_tokens, [requests[i].task_name for i in indices], settings)
             for i, text in zip(indices, texts):
                 answers[i] = cut_at_stop_strings(text, until)
                 self.cache_hook.add_partial("generate_until", requests[i].args, answers[i])
@@ -184,24 +245,39 @@ class SMDreamLM(DistributedLM):
             return self.settings.max_new_tokens
         return int(gen_kwargs.get("max_gen_toks") or gen_kwargs.get("max_new_tokens") or DEFAULT_MAX_GEN_TOKS)
 
-    def _plan_batches(self, requests) -> List[Tuple[List[int], List[str], int]]:
-        """Batches of request indices with the same stop strings and length, longest prompts first."""
+    def _request_settings(self, gen_kwargs: dict, cache: dict) -> GenerationSettings:
+        """The settings of one request: the model args with its gen_kwargs overrides (validated)."""
+        overrides = request_overrides(gen_kwargs)
+        key = json.dumps(overrides, sort_keys=True, default=str)
+        if key not in cache:
+            cache[key] = self.settings.with_overrides(overrides)
+            if overrides:
+                logger.warning("gen_kwargs %s override the model args: generating with %s.", overrides,
+                               {k: getattr(cache[key], k, cache[key].extra.get(k)) for k in overrides})
+        return cache[key]
+
+    def _plan_batches(self, requests) -> List[Tuple[List[int], List[str], int, GenerationSettings]]:
+        """Batches of request indices with the same stop strings, length and settings, longest prompts
+        first. Every request's settings are checked before anything is generated."""
         groups: Dict[tuple, List[int]] = defaultdict(list)
-        ignored = set()
+        settings_by_key: Dict[str, GenerationSettings] = {}
         for i, request in enumerate(requests):
             gen_kwargs = dict(request.args[1])
             until = gen_kwargs.get("until") or []
             until = [until] if isinstance(until, str) else list(until)
-            ignored |= {k for k in TASK_SAMPLING_KEYS if k in gen_kwargs}
-            groups[(tuple(until), self._task_length(gen_kwargs))].append(i)
-        if ignored:
-            logger.info("Task gen_kwargs %s are replaced by the model args (sampling follows sm_dream's settings).", sorted(ignored))
+            settings = self._request_settings(gen_kwargs, settings_by_key)
+            length = self._task_length(gen_kwargs)
+            config = settings.generation_config(length)
+            config.validate()
+            resolve_steps(config, length)  # e.g. steps=512 for a task of 256 tokens with a count-based alg
+            groups[(tuple(until), length, id(settings))].append(i)
+        by_id = {id(s): s for s in settings_by_key.values()}
         lengths = {i: len(requests[i].args[0]) for i in range(len(requests))}
         batches = []
-        for (until, max_new_tokens), indices in groups.items():
+        for (until, max_new_tokens, settings_id), indices in groups.items():
             indices.sort(key=lambda i: -lengths[i])
             for start in range(0, len(indices), self.batch_size):
-                batches.append((indices[start : start + self.batch_size], list(until), max_new_tokens))
+                batches.append((indices[start : start + self.batch_size], list(until), max_new_tokens, by_id[settings_id]))
         return batches
 
     # ---------------------------------------------------------------- generation
@@ -222,15 +298,17 @@ class SMDreamLM(DistributedLM):
         ids |= {self.tokenizer.convert_tokens_to_ids(t) for t in END_OF_TURN_TOKENS if t in self.tokenizer.get_vocab()}
         return torch.tensor(sorted(i for i in ids if isinstance(i, int)))
 
-    def _generate_batch(self, contexts: List[str], max_new_tokens: int, task_names: List[str]) -> List[str]:
+    def _generate_batch(self, contexts: List[str], max_new_tokens: int, task_names: List[str],
+                        settings: Optional[GenerationSettings] = None) -> List[str]:
         """Generate for one batch, record its statistics, return the texts cut at the first stop token."""
+        settings = settings or self.settings
         ids, mask = self._encode(contexts, max_new_tokens)
         generator = torch.Generator(device=self.device).manual_seed(batch_seed(self.settings.seed, contexts))
         vocab = min(len(self.tokenizer), self.base_model.config.vocab_size)
         started = time.perf_counter()
         output = self.model.diffusion_generate(
             ids, attention_mask=mask, generator=generator, return_dict_in_generate=True,
-            tokenizer_vocab_size=vocab, **self.settings.generate_kwargs(max_new_tokens),
+            tokenizer_vocab_size=vocab, **settings.generate_kwargs(max_new_tokens),
         )
         seconds = (time.perf_counter() - started) / len(contexts)
         new = output.sequences[:, ids.shape[1] :].cpu()  # (b, N)
@@ -277,7 +355,8 @@ class SMDreamLM(DistributedLM):
                 "seconds": s["seconds"],
             }
         config = self.base_model.config
-        soft_masking = {"enabled": self.settings.soft_masking, "top_k": config.sm_top_k, "full_vocab": config.sm_full_vocab,
+        enabled = config.sm_enabled if self.settings.soft_masking is None else self.settings.soft_masking
+        soft_masking = {"enabled": enabled, "top_k": config.sm_top_k, "full_vocab": config.sm_full_vocab,
                         "schedule": self.settings.sm_schedule or config.sm_schedule,
                         "threshold": self.settings.sm_threshold if self.settings.sm_threshold is not None else config.sm_threshold,
                         **self.soft_mask_parameters()}

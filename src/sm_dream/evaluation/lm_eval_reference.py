@@ -5,7 +5,7 @@ Before spending GPU hours, check that a task's prompt, post-processing, stop str
 timeouts give full marks to the reference solutions, and none to garbage:
 
     lm_eval --model sm_dream_reference --model_args mode=canonical \\
-        --tasks humaneval_instruct_smd --confirm_run_unsafe_code        # pass@1 = 1.0
+        --tasks humaneval_instruct --confirm_run_unsafe_code        # pass@1 = 1.0
     lm_eval --model sm_dream_reference --model_args mode=garbage ...    # pass@1 = 0.0
 
 Each request is answered with the `solution_field` of the record whose `prompt_field` occurs in the

@@ -1,5 +1,5 @@
 # Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
-"""Final-answer extraction and comparison for MATH-500, with no dependencies (no sympy).
+"""Final-answer extraction and comparison for MATH-500.
 
 - `final_answer(text)`: the content of the last `\\boxed{...}` (nested braces allowed), else the X of
   "final answer is X" (Minerva's format), else None.
@@ -10,7 +10,10 @@
 - `answers_match(pred, gold)`: equal normal forms, or equal numbers (integers, decimals, simple
   fractions) within 1e-6 relative tolerance.
 
-Equivalences that need algebra (e.g. `\\frac{\\sqrt3}{3}` vs `\\frac{1}{\\sqrt3}`) count as wrong.
+- `is_equivalent(text, gold)`: `answers_match`, else `math-verify` (PyPI; symbolic, so equivalent
+  forms such as `\\frac{\\sqrt3}{3}` and `\\frac{1}{\\sqrt3}`, or `0.5` and `\\frac12`, count) on the
+  extracted answer. The extraction stays the one above: an answer must be boxed (or "final answer
+  is X"), a number somewhere in the text is not an answer.
 """
 
 import re
@@ -107,3 +110,29 @@ def answers_match(prediction: Optional[str], gold: str) -> bool:
         return True
     a, b = _number(pred), _number(ref)
     return a is not None and b is not None and abs(a - b) <= 1e-6 * max(1.0, abs(b))
+
+
+def _math_verify_equal(prediction: str, gold: str) -> bool:
+    try:
+        from math_verify import parse, verify
+    except ImportError as error:
+        raise ImportError("MATH-500 scoring needs math-verify: pip install 'sm_dream[eval]' (or math-verify).") from error
+    import threading
+
+    # math-verify bounds its own time with SIGALRM, which only the main thread may use.
+    timeouts = {} if threading.current_thread() is threading.main_thread() else {"parsing_timeout": None}
+    try:
+        gold_expr, pred_expr = parse(f"${gold}$", **timeouts), parse(f"${prediction}$", **timeouts)
+        if not gold_expr or not pred_expr:
+            return False
+        return bool(verify(gold_expr, pred_expr, **({"timeout_seconds": None} if timeouts else {})))
+    except Exception:  # noqa: BLE001  (an answer math-verify cannot read is not equivalent)
+        return False
+
+
+def is_equivalent(text: str, gold: str) -> bool:
+    """Whether the answer `text` commits to equals `gold` (see the module docstring)."""
+    prediction = final_answer(text)
+    if prediction is None:
+        return False
+    return answers_match(prediction, gold) or _math_verify_equal(prediction, gold)

@@ -4,7 +4,7 @@ Table 2 layout (Markdown) and a plot of accuracy against the NFE budget.
 
 Usage:
     python -m sm_dream.evaluation.sweep --model_args pretrained=PATH[,peft=ADAPTER,merge_peft=true] \\
-        --tasks humaneval_instruct_smd humaneval_plus_instruct mbpp_instruct_smd mbpp_plus_instruct_smd \\
+        --tasks humaneval_instruct humaneval_plus_instruct mbpp_instruct_smd mbpp_plus_instruct_smd gsm8k_instruct_smd math500_smd \\
         --nfe_budgets 0.25 0.5 1 --feedback binary sm --confirm_run_unsafe_code --output_dir outputs/sweep
 
     # the paper's comparison: a binary fine-tune as the baseline row, the SM fine-tune as the SM row
@@ -14,13 +14,17 @@ Usage:
     torchrun --nproc_per_node 8 -m sm_dream.evaluation.sweep ...
 
 Each (feedback, budget) pair is one lm-eval run over all tasks (zero-shot, chat template, the
-paper's sampling); its results are saved as `runs/<feedback>_nfe<budget>.json` (with the NFE,
-tokens per second and SM parameters that `sm_dream` records) and reused on a rerun unless
-`--overwrite`. `table.md` and `accuracy_vs_nfe.png` are rebuilt from all saved runs at the end
-(`--render_only` rebuilds them without evaluating). Each model is loaded once.
+paper's sampling); its results are saved as `runs/<feedback>_nfe<budget>_<key>.json` (with the NFE,
+tokens per second and SM parameters that `sm_dream` records), where the key hashes everything that
+decides the numbers (model args, tasks, limit, shots, chat template, metadata, task folder). A
+rerun with the same key reuses them unless `--overwrite`; a run with another key never does.
+`table.md` and `accuracy_vs_nfe.png` are rebuilt at the end from this sweep's runs
+(`--render_only`: from all saved runs, refusing a folder that holds two settings of the same cell).
+Each model is loaded once. `--model_args` and `--metadata` take lm-eval's forms: `k=v,k2=v2` or JSON.
 """
 
 import argparse
+import hashlib
 import json
 import os
 from dataclasses import replace
@@ -30,15 +34,35 @@ from typing import Dict, List, Optional, Tuple
 FEEDBACK_LABELS = {"binary": "Binary", "sm": "SM"}
 # Metrics reported for a task, in order of preference (the first one a task has is used).
 METRIC_PREFERENCE = ("pass@1", "exact_match,flexible-extract", "exact_match", "acc")
+# The paper's tasks: code (Table 2) and math.
+DEFAULT_TASKS = ("humaneval_instruct", "humaneval_plus_instruct", "mbpp_instruct_smd", "mbpp_plus_instruct_smd",
+                 "gsm8k_instruct_smd", "math500_smd")
 
 
-def parse_model_args(text: Optional[str]) -> dict:
-    """`k=v,k2=v2` (lm-eval's syntax) into typed values."""
+def parse_model_args(text: Optional[str], name: str = "--model_args") -> dict:
+    """`k=v,k2=v2` or a JSON object (lm-eval's two forms) into typed values."""
     if not text:
         return {}
+    if text.strip().startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{name} {text!r} is not valid JSON ({error}); use k=v,k2=v2 or a JSON object.") from error
+        if not isinstance(parsed, dict):
+            raise ValueError(f"{name} {text!r} must be a JSON object.")
+        return parsed
     from lm_eval.utils import simple_parse_args_string
 
     return simple_parse_args_string(text)
+
+
+def run_key(args, model_args: str) -> Tuple[str, dict]:
+    """(short hash, fields) of everything that decides a run's numbers, apart from feedback and budget."""
+    fields = {"model_args": parse_model_args(model_args), "tasks": sorted(args.tasks), "limit": args.limit,
+              "num_fewshot": args.num_fewshot, "chat_template": not args.no_chat_template,
+              "metadata": parse_model_args(args.metadata, "--metadata"), "include_path": args.include_path}
+    text = json.dumps(fields, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12], fields
 
 
 def budget_label(budget: float) -> str:
@@ -136,14 +160,25 @@ def plot_accuracy(records: List[dict], path: str) -> Optional[str]:
     return path
 
 
-def render(output_dir: str) -> Tuple[str, Optional[str]]:
-    """Rebuild table.md and accuracy_vs_nfe.png from output_dir/runs/*.json."""
+def render(output_dir: str, keys: Optional[List[str]] = None) -> Tuple[str, Optional[str]]:
+    """Rebuild table.md and accuracy_vs_nfe.png from output_dir/runs/*.json: the runs with one of
+    `keys`, or all of them if they do not disagree (two settings for one cell raise `ValueError`)."""
     runs_dir = os.path.join(output_dir, "runs")
-    records = []
+    records, source = [], {}
     for name in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
-        if name.endswith(".json"):
-            with open(os.path.join(runs_dir, name), encoding="utf-8") as f:
-                records += run_records(json.load(f))
+        if not name.endswith(".json"):
+            continue
+        with open(os.path.join(runs_dir, name), encoding="utf-8") as f:
+            run = json.load(f)
+        if keys is not None and run.get("key") not in keys:
+            continue
+        for record in run_records(run):
+            cell = (record["feedback"], record["nfe_budget"], record["task"])
+            if cell in source:
+                raise ValueError(f"{runs_dir} holds two runs of {cell} with different settings ({source[cell]} and "
+                                 f"{name}); render one sweep per --output_dir, or delete the stale runs.")
+            source[cell] = name
+            records.append(record)
     if not records:
         raise ValueError(f"No results in {runs_dir}: run the sweep first (without --render_only).")
     table = os.path.join(output_dir, "table.md")
@@ -170,45 +205,51 @@ def evaluate_run(lm, args, task_manager, budget: float, feedback: str) -> Option
     return {**keep, "feedback": feedback, "nfe_budget": budget}
 
 
-def sweep(args) -> None:
-    """Run every (feedback, budget) pair that has no saved results yet; one model load per model."""
+def sweep(args) -> List[str]:
+    """Run every (feedback, budget) pair that has no saved results with the same key yet; one model
+    load per model. Returns the keys of this sweep's runs."""
     from lm_eval.tasks import TaskManager
 
-    from .registration import with_sm_dream_tasks
     from .lm_eval_model import SMDreamLM
+    from .registration import with_sm_dream_tasks
 
     runs_dir = os.path.join(args.output_dir, "runs")
     os.makedirs(runs_dir, exist_ok=True)
-    task_manager = TaskManager(include_path=with_sm_dream_tasks(args.include_path), metadata=parse_model_args(args.metadata))
+    metadata = parse_model_args(args.metadata, "--metadata")
+    task_manager = TaskManager(include_path=with_sm_dream_tasks(args.include_path), metadata=metadata)
     models: Dict[str, List[str]] = {}  # model args -> feedback rows that use them
     for feedback in args.feedback:
         use_baseline = feedback == "binary" and args.baseline_model_args
         models.setdefault(args.baseline_model_args if use_baseline else args.model_args, []).append(feedback)
+    keys = []
     for model_args, feedbacks in models.items():
+        key, fields = run_key(args, model_args)
+        keys.append(key)
         pending = [(f, b) for f in feedbacks for b in args.nfe_budgets
-                   if args.overwrite or not os.path.exists(_run_path(runs_dir, f, b))]
+                   if args.overwrite or not os.path.exists(_run_path(runs_dir, f, b, key))]
         if not pending:
             continue
-        lm = SMDreamLM(**{"batch_size": args.batch_size, "device": args.device, **parse_model_args(model_args)})
+        lm = SMDreamLM(**{"batch_size": args.batch_size, "device": args.device, **fields["model_args"]})
         for feedback, budget in pending:
             run = evaluate_run(lm, args, task_manager, budget, feedback)
             if run is not None:
                 run["config"]["model_args"] = model_args
-                with open(_run_path(runs_dir, feedback, budget), "w", encoding="utf-8") as f:
+                run.update(key=key, key_fields=fields)
+                with open(_run_path(runs_dir, feedback, budget, key), "w", encoding="utf-8") as f:
                     json.dump(run, f, indent=1, default=str)
         del lm
+    return keys
 
 
-def _run_path(runs_dir: str, feedback: str, budget: float) -> str:
-    return os.path.join(runs_dir, f"{feedback}_nfe{budget:g}.json")
+def _run_path(runs_dir: str, feedback: str, budget: float, key: str) -> str:
+    return os.path.join(runs_dir, f"{feedback}_nfe{budget:g}_{key}.json")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_args", help="sm_dream model args (k=v,...), e.g. pretrained=PATH,peft=ADAPTER")
     parser.add_argument("--baseline_model_args", help="model args of the binary row (default: --model_args, SM off)")
-    parser.add_argument("--tasks", nargs="+", default=["humaneval_instruct_smd", "humaneval_plus_instruct",
-                                                       "mbpp_instruct_smd", "mbpp_plus_instruct_smd"])
+    parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS))
     parser.add_argument("--nfe_budgets", nargs="+", type=float, default=[0.25, 0.5, 1.0])
     parser.add_argument("--feedback", nargs="+", choices=list(FEEDBACK_LABELS), default=list(FEEDBACK_LABELS))
     parser.add_argument("--output_dir", default="outputs/sweep")
@@ -217,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=1)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--include_path", default=None, help="an extra folder of task YAMLs")
-    parser.add_argument("--metadata", default=None, help="task metadata (k=v,...), e.g. mbpp_plus_file=PATH")
+    parser.add_argument("--metadata", default=None,
+                        help="task metadata, k=v,... or JSON, e.g. '{\"gsm8k_file\": \"test.jsonl\"}'")
     parser.add_argument("--bootstrap_iters", type=int, default=1000)
     parser.add_argument("--no_chat_template", action="store_true", help="plain prompts (the paper uses the chat template)")
     parser.add_argument("--confirm_run_unsafe_code", action="store_true", help="required by the code tasks")
@@ -234,9 +276,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         bad = [b for b in args.nfe_budgets if not b > 0]
         if bad:
             raise ValueError(f"--nfe_budgets {bad}: every budget must be > 0 (e.g. 0.25 0.5 1).")
-        sweep(args)
+        keys = sweep(args)
+    else:
+        keys = None
     if int(os.environ.get("RANK", "0")) == 0:
-        table, plot = render(args.output_dir)
+        table, plot = render(args.output_dir, keys)
         print(open(table, encoding="utf-8").read())
         print(f"wrote {table}" + (f" and {plot}" if plot else ""))
 
