@@ -20,9 +20,11 @@ This file is copied into every saved checkpoint: it imports only torch.
 """
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, NamedTuple, Optional
 
 import torch
+
+from .soft_masking import RowBuffers, SoftMaskFeedback, feedback_from_parts, feedback_parts, raw_softmax, row_dot, row_topk
 
 
 def rows_per_chunk(rows: torch.Tensor, cache_bytes: int = 1 << 21) -> int:
@@ -182,6 +184,9 @@ UNMASKING_ALGORITHMS: Dict[str, UnmaskingAlgorithm] = {
 }
 
 
+_BUILTIN = dict(UNMASKING_ALGORITHMS)  # the algorithms `step_rows` may read off shared reductions
+
+
 def register_unmasking_algorithm(name: str, algorithm: UnmaskingAlgorithm) -> None:
     """Make `alg=name` available to `diffusion_generate` (and to generation-config validation)."""
     UNMASKING_ALGORITHMS[name] = algorithm
@@ -191,6 +196,108 @@ def get_unmasking_algorithm(name: str) -> UnmaskingAlgorithm:
     if name not in UNMASKING_ALGORITHMS:
         raise ValueError(f"alg={name!r} is unknown; choose one of {sorted(UNMASKING_ALGORITHMS)}.")
     return UNMASKING_ALGORITHMS[name]
+
+
+# ----------------------------------------------------------------------------------------------
+# The fused per-step pass: everything a step needs from the masked rows, from one read of them.
+
+
+class StepRows(NamedTuple):
+    """tokens (n,) long candidates, confidence (n,) float32, feedback: `SoftMaskFeedback` or None."""
+
+    tokens: torch.Tensor
+    confidence: torch.Tensor
+    feedback: Optional[SoftMaskFeedback]
+
+
+def step_rows(
+    raw_rows: torch.Tensor,
+    algorithm: str,
+    config,
+    sm_k: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+    positions: Optional[torch.Tensor] = None,
+    chunk_size: Optional[int] = None,
+) -> StepRows:
+    """One step's work on its (n, V) raw logit rows, each row read once, in cache-sized chunks.
+
+    Returns what `suppress_tokens` -> `sample_tokens` -> `algorithm.confidence` give (the same
+    tokens; `generator` draws in the same order) and, with `sm_k`, the SM feedback of
+    `feedback_from_logits(raw_rows, positions, sm_k)` for the (b, l) bool `positions` the rows belong
+    to. config: mask_token_id, tokenizer_vocab_size, temperature, top_p, top_k.
+
+    At temperature 0 without top-p / top-k and with a built-in algorithm, one softmax serves all: the
+    allowed distribution is the raw one with the suppressed ids zeroed and renormalised, so the SM
+    entropy and top-k, the argmax and the confidence (p(x0), p1 - p2, or sum p log p: the same
+    reduction as the SM entropy; Dream's +1e-10 inside the log is dropped, a difference below
+    V * 1e-10) come from one exp per element. Otherwise the float32 copy is shared and the sampling
+    distribution is built from it as `sample_tokens` does.
+    """
+    if sm_k is not None and (positions is None or int(positions.sum()) != raw_rows.shape[0]):
+        got = None if positions is None else int(positions.sum())
+        raise ValueError(f"sm_k={sm_k} needs the (b, l) positions of the {raw_rows.shape[0]} rows; got {got} positions.")
+    alg = get_unmasking_algorithm(algorithm)
+    plain = not config.temperature and (config.top_p is None or config.top_p >= 1.0) and config.top_k is None
+    fast = plain and alg is _BUILTIN.get(algorithm)  # built-in confidences have closed forms below
+    suppressed = (config.mask_token_id, config.tokenizer_vocab_size)
+    chunk_size = chunk_size or rows_per_chunk(raw_rows)
+    buffers = RowBuffers(raw_rows, chunk_size)
+    tokens, confidences, parts = [], [], []
+    for chunk in raw_rows.split(chunk_size):
+        f, z, p = buffers.load(chunk)
+        raw = raw_softmax(f, z, p) if sm_k is not None else None  # (z, p, log S) of the raw rows
+        if raw is not None:
+            parts.append(feedback_parts(*raw, sm_k))
+        _suppress_(f, *suppressed)
+        if fast and algorithm == "origin":
+            x0, conf = row_topk(f, 1)[1].squeeze(-1), uniform_confidence(f, None, generator)
+        elif fast:
+            x0, conf = _allowed_confidence(f, z, p, raw, algorithm, *suppressed)
+        else:
+            x0, probs = sample_tokens(f, config.temperature or 0.0, config.top_p, config.top_k, generator)
+            conf = alg.confidence(probs, x0, generator)
+        tokens.append(x0)
+        confidences.append(conf)
+    feedback = feedback_from_parts(parts, positions, sm_k) if sm_k is not None else None
+    if not tokens:
+        device = raw_rows.device
+        return StepRows(torch.zeros(0, dtype=torch.long, device=device), torch.zeros(0, device=device), feedback)
+    return StepRows(torch.cat(tokens), torch.cat(confidences).float(), feedback)
+
+
+def _suppress_(f: torch.Tensor, mask_token_id: int, vocab_limit: int) -> None:
+    """`suppress_tokens` in place on a float32 work copy."""
+    f[:, vocab_limit:] = float("-inf")
+    f[:, mask_token_id] = float("-inf")
+
+
+def _allowed_confidence(f, z, p, raw, algorithm: str, mask_token_id: int, vocab_limit: int):
+    """x0 = argmax of the allowed logits `f` (suppressed ids at -inf) and its confidence under q =
+    softmax(f), the allowed distribution.
+
+    With `raw` = (z, p, log S) of the raw rows (SM on), q is p with the suppressed ids zeroed, divided
+    by their remaining mass A: log q = z - log S - log A. Rows whose allowed max lies 60 nats below the
+    raw max (where those p could underflow) are recomputed from f. Overwrites z and p.
+    """
+    top, x0 = row_topk(f, 1)  # (c, 1) each
+    if raw is None:
+        z, p, log_total = raw_softmax(f, z, p, shift=top)  # p = q
+    else:
+        log_total = raw[2]
+        p[:, vocab_limit:] = 0.0
+        p[:, mask_token_id] = 0.0
+        far = (z.gather(-1, x0) < -60.0).view(-1).nonzero()[:, 0]  # allowed max - raw max
+        if far.numel():  # a dominant suppressed id: those rows' q from their own softmax
+            zf, pf, log_total[far] = raw_softmax(f[far], torch.empty_like(f[far]), torch.empty_like(f[far]), top[far])
+            z[far], p[far] = zf, pf
+    mass = p.sum(-1)  # (c,) A
+    x0 = x0.squeeze(-1)
+    if algorithm == "maskgit_plus":
+        return x0, p.gather(-1, x0.unsqueeze(-1)).squeeze(-1) / mass
+    if algorithm == "topk_margin":
+        top2 = row_topk(p, min(2, p.shape[-1]))[0]  # (c, 2)
+        return x0, ((top2[:, 0] - top2[:, -1]) if top2.shape[-1] == 2 else top2[:, 0]) / mass
+    return x0, row_dot(p, z) / mass - log_total - mass.log()  # sum_v q_v log q_v
 
 
 # ----------------------------------------------------------------------------------------------
