@@ -183,3 +183,34 @@ def test_fused_pass_at_a_large_vocabulary_equals_separate_calls():
         assert torch.equal(got.tokens, want[0]) and torch.equal(got.feedback.topk_ids, want[2].topk_ids)
         torch.testing.assert_close(got.confidence, want[1], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(got.feedback.entropy, want[2].entropy, rtol=0, atol=0)
+
+
+def test_compile_never_runs_on_cpu_and_a_failed_compile_falls_back_to_eager(monkeypatch, caplog):
+    from sm_dream.model import unmasking
+
+    rows, positions = _decisive_rows()
+    want = step_rows(rows, "entropy", _config(), 3, positions=positions)
+
+    def no_compile(*args, **kwargs):
+        raise AssertionError("torch.compile called for CPU rows")
+
+    monkeypatch.setattr(torch, "compile", no_compile)
+    monkeypatch.setattr(unmasking, "_COMPILED", {})
+    assert torch.equal(step_rows(rows, "entropy", _config(), 3, positions=positions).tokens, want.tokens)
+
+    def broken(fn, **kwargs):  # what a CUDA machine without a working compiler would give
+        def run(f, *args):
+            f.fill_(0.0)  # a partial run that already touched the work buffer
+            raise RuntimeError("no triton")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    run = unmasking._fast_chunk_runner(torch.device("cuda"))  # selects the compiled path without a GPU
+    f, z, p = (torch.empty_like(rows) for _ in range(3))
+    f.copy_(rows)
+    with caplog.at_level("WARNING"):
+        part, x0, conf = run(rows, f, z, p, 3, "entropy", MASK, MASK + 1)
+    assert "running it eagerly" in caplog.text and unmasking._COMPILED["fast_chunk"] is None
+    assert torch.equal(x0, want.tokens) and torch.equal(part[1], want.feedback.topk_ids)
+    torch.testing.assert_close(conf, want.confidence, rtol=0, atol=0)
+    assert unmasking._fast_chunk_runner(torch.device("cuda")).__name__ == "eager"  # no second attempt

@@ -19,12 +19,16 @@ the batch mean, the same at batch size 1); suppressed ids never get sampled.
 This file is copied into every saved checkpoint: it imports only torch.
 """
 
+import logging
 from dataclasses import dataclass
 from typing import Callable, Dict, NamedTuple, Optional
 
 import torch
 
 from .soft_masking import RowBuffers, SoftMaskFeedback, feedback_from_parts, feedback_parts, raw_softmax, row_dot, row_topk
+
+
+_logger = logging.getLogger(__name__)
 
 
 def rows_per_chunk(rows: torch.Tensor, cache_bytes: int = 1 << 21) -> int:
@@ -242,20 +246,19 @@ def step_rows(
     suppressed = (config.mask_token_id, config.tokenizer_vocab_size)
     chunk_size = chunk_size or rows_per_chunk(raw_rows)
     buffers = RowBuffers(raw_rows, chunk_size)
+    run_fast = _fast_chunk_runner(raw_rows.device) if fast else None
     tokens, confidences, parts = [], [], []
     for chunk in raw_rows.split(chunk_size):
         f, z, p = buffers.load(chunk)
-        raw = raw_softmax(f, z, p) if sm_k is not None else None  # (z, p, log S) of the raw rows
-        if raw is not None:
-            parts.append(feedback_parts(*raw, sm_k))
-        _suppress_(f, *suppressed)
-        if fast and algorithm == "origin":
-            x0, conf = row_topk(f, 1)[1].squeeze(-1), uniform_confidence(f, None, generator)
-        elif fast:
-            x0, conf = _allowed_confidence(f, z, p, raw, algorithm, *suppressed)
+        if fast:
+            part, x0, conf = run_fast(chunk, f, z, p, sm_k, algorithm, *suppressed)
+            conf = uniform_confidence(f, None, generator) if conf is None else conf  # origin
         else:
+            part = feedback_parts(*raw_softmax(f, z, p), sm_k) if sm_k is not None else None
+            _suppress_(f, *suppressed)
             x0, probs = sample_tokens(f, config.temperature or 0.0, config.top_p, config.top_k, generator)
             conf = alg.confidence(probs, x0, generator)
+        parts += [part] if part is not None else []
         tokens.append(x0)
         confidences.append(conf)
     feedback = feedback_from_parts(parts, positions, sm_k) if sm_k is not None else None
@@ -263,6 +266,50 @@ def step_rows(
         device = raw_rows.device
         return StepRows(torch.zeros(0, dtype=torch.long, device=device), torch.zeros(0, device=device), feedback)
     return StepRows(torch.cat(tokens), torch.cat(confidences).float(), feedback)
+
+
+def _fast_chunk(f, z, p, sm_k: Optional[int], algorithm: str, mask_token_id: int, vocab_limit: int):
+    """The temperature-0 step on one chunk loaded in `f`: (SM feedback parts or None, x0, confidence,
+    None for `origin`, whose uniform draw stays outside so that it uses the caller's generator)."""
+    raw = raw_softmax(f, z, p) if sm_k is not None else None  # (z, p, log S) of the raw rows
+    part = feedback_parts(*raw, sm_k) if raw is not None else None
+    _suppress_(f, mask_token_id, vocab_limit)
+    if algorithm == "origin":
+        return part, row_topk(f, 1)[1].squeeze(-1), None
+    x0, conf = _allowed_confidence(f, z, p, raw, algorithm, mask_token_id, vocab_limit)
+    return part, x0, conf
+
+
+_COMPILED: Dict[str, Optional[Callable]] = {}  # "fast_chunk" -> the compiled `_fast_chunk`, None once it failed
+
+
+def _fast_chunk_runner(device: torch.device) -> Callable:
+    """`_fast_chunk` for rows on `device`, called as run(chunk, f, z, p, ...).
+
+    On CUDA it runs under `torch.compile` (the row reductions fuse into a few kernels); if compiling
+    fails, a warning is logged and eager mode is used from then on. Elsewhere (CPU) it runs eagerly:
+    the chunked eager pass is already cache-bound there.
+    """
+
+    def eager(chunk, f, *args):
+        return _fast_chunk(f, *args)
+
+    if device.type != "cuda" or not hasattr(torch, "compile") or _COMPILED.get("fast_chunk", True) is None:
+        return eager
+    if "fast_chunk" not in _COMPILED:
+        _COMPILED["fast_chunk"] = torch.compile(_fast_chunk, dynamic=True)
+    compiled = _COMPILED["fast_chunk"]
+
+    def run(chunk, f, *args):
+        try:
+            return compiled(f, *args)
+        except Exception as err:  # a backend without a compiler (no Triton, old driver): stay eager
+            _logger.warning("torch.compile of the decoding step failed (%s: %s); running it eagerly.", type(err).__name__, err)
+            _COMPILED["fast_chunk"] = None
+            f.copy_(chunk)  # the compiled call may have suppressed ids in f already
+            return _fast_chunk(f, *args)
+
+    return run
 
 
 def _suppress_(f: torch.Tensor, mask_token_id: int, vocab_limit: int) -> None:
