@@ -132,6 +132,13 @@ def test_registered_algorithm_goes_through_its_own_confidence():
         del UNMASKING_ALGORITHMS["entropy_test_copy"]
 
 
+def test_full_vocabulary_feedback_keeps_the_raw_rows():
+    rows, positions = _decisive_rows()
+    got = step_rows(rows, "entropy", _config(), 3, positions=positions, full_vocab=True)
+    want = feedback_from_logits(rows, positions, k=3, full_vocab=True)
+    assert torch.equal(got.feedback.logits, want.logits) and got.feedback.logits.dtype == torch.float32
+
+
 def test_bfloat16_rows_and_no_rows():
     rows, positions = _decisive_rows()
     got = step_rows(rows.bfloat16(), "entropy", _config(), 3, positions=positions)

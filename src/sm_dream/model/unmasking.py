@@ -9,6 +9,10 @@ block-wise or threshold loop can call the same functions:
     counts      = tokens_to_unmask(num_masked, timesteps, step)        per row: floor(M (1 - s/t))
     unmask      = algorithm.select(confidence, candidates, plan)       (b, l) bool
 
+`step_rows(rows, alg, config, sm_k, generator, positions)` does the first two lines and, for SM, the
+feedback of `soft_masking.feedback_from_logits` in one pass over the rows (one read of each row, one
+softmax at temperature 0): the function a decoding loop calls once per step.
+
 The algorithms live in `UNMASKING_ALGORITHMS`, keyed by name (Dream's `origin`, `maskgit_plus`,
 `topk_margin`, `entropy`); `register_unmasking_algorithm` adds more.
 
@@ -222,13 +226,14 @@ def step_rows(
     generator: Optional[torch.Generator] = None,
     positions: Optional[torch.Tensor] = None,
     chunk_size: Optional[int] = None,
+    full_vocab: bool = False,
 ) -> StepRows:
     """One step's work on its (n, V) raw logit rows, each row read once, in cache-sized chunks.
 
     Returns what `suppress_tokens` -> `sample_tokens` -> `algorithm.confidence` give (the same
     tokens; `generator` draws in the same order) and, with `sm_k`, the SM feedback of
-    `feedback_from_logits(raw_rows, positions, sm_k)` for the (b, l) bool `positions` the rows belong
-    to. config: mask_token_id, tokenizer_vocab_size, temperature, top_p, top_k.
+    `feedback_from_logits(raw_rows, positions, sm_k, full_vocab)` for the (b, l) bool `positions` the
+    rows belong to. config: mask_token_id, tokenizer_vocab_size, temperature, top_p, top_k.
 
     At temperature 0 without top-p / top-k and with a built-in algorithm, one softmax serves all: the
     allowed distribution is the raw one with the suppressed ids zeroed and renormalised, so the SM
@@ -261,7 +266,7 @@ def step_rows(
         parts += [part] if part is not None else []
         tokens.append(x0)
         confidences.append(conf)
-    feedback = feedback_from_parts(parts, positions, sm_k) if sm_k is not None else None
+    feedback = None if sm_k is None else feedback_from_parts(parts, positions, sm_k, raw_rows if full_vocab else None)
     if not tokens:
         device = raw_rows.device
         return StepRows(torch.zeros(0, dtype=torch.long, device=device), torch.zeros(0, device=device), feedback)
