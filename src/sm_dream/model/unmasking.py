@@ -29,19 +29,19 @@ from typing import Callable, Dict, NamedTuple, Optional
 
 import torch
 
-from .soft_masking import RowBuffers, SoftMaskFeedback, feedback_from_parts, feedback_parts, raw_softmax, row_dot, row_topk
+from .soft_masking import (  # rows_per_chunk is re-exported: decoding loops import it from here
+    RowBuffers,
+    SoftMaskFeedback,
+    feedback_from_parts,
+    feedback_parts,
+    raw_softmax,
+    row_dot,
+    row_topk,
+    rows_per_chunk,
+)
 
 
 _logger = logging.getLogger(__name__)
-
-
-def rows_per_chunk(rows: torch.Tensor, cache_bytes: int = 1 << 21) -> int:
-    """How many (V,)-rows to process at a time: on CPU a float32 chunk of about `cache_bytes` (2 MB)
-    stays in cache across the several passes of softmax / top-k / confidence (2-3x faster than
-    whole-matrix passes at V = 32k); on accelerators all rows at once."""
-    if rows.device.type != "cpu":
-        return max(1, rows.shape[0])
-    return max(1, cache_bytes // (4 * max(1, rows.shape[-1])))
 
 
 def suppress_tokens(logits: torch.Tensor, mask_token_id: int, vocab_limit: int) -> torch.Tensor:
