@@ -176,3 +176,24 @@ def test_loss_at_init_is_about_log_vocab():
     out = masked_diffusion_loss(model, ids, att, resp, noise.masked, noise.t)
     per_token = out.nll_sum / (noise.masked.float() / noise.t[:, None]).sum()
     assert per_token.item() == pytest.approx(math.log(128), rel=0.05)
+
+
+def test_first_pass_builds_no_graph_and_runs_the_lm_head_on_the_sm_samples_masked_rows_only():
+    """Pass 1 at its floor: the LM head sees exactly the masked rows of the SM samples, without autograd."""
+    model = _model(sm_init_scale=0.7).train()
+    ids, att, resp, noise = _batch()
+    sm_on = torch.tensor([True, False, True])
+    heads = []
+
+    def record(module, args, output):
+        heads.append((args[0].shape, torch.is_grad_enabled(), output.requires_grad, output.grad_fn))
+
+    model.lm_head.register_forward_hook(record)
+    out = sm_two_pass_loss(model, ids, att, resp, noise.masked, noise.t, sm_on)
+    assert len(heads) == 2
+    shape, grad_enabled, out_grad, grad_fn = heads[0]  # pass 1
+    assert shape == (int(noise.masked[sm_on].sum()), model.config.hidden_size)
+    assert not grad_enabled and not out_grad and grad_fn is None
+    assert heads[1][0] == (int(noise.masked.sum()), model.config.hidden_size) and heads[1][2]  # the loss pass
+    out.loss.backward()  # the feedback tensors carry no graph into pass 2's backward
+    assert model.soft_mask.s_raw.grad is not None

@@ -9,6 +9,10 @@ block-wise or threshold loop can call the same functions:
     counts      = tokens_to_unmask(num_masked, timesteps, step)        per row: floor(M (1 - s/t))
     unmask      = algorithm.select(confidence, candidates, plan)       (b, l) bool
 
+`step_rows(rows, alg, config, sm_k, generator, positions)` does the first two lines and, for SM, the
+feedback of `soft_masking.feedback_from_logits` in one pass over the rows (one read of each row, one
+softmax at temperature 0): the function a decoding loop calls once per step.
+
 The algorithms live in `UNMASKING_ALGORITHMS`, keyed by name (Dream's `origin`, `maskgit_plus`,
 `topk_margin`, `entropy`); `register_unmasking_algorithm` adds more.
 
@@ -19,19 +23,25 @@ the batch mean, the same at batch size 1); suppressed ids never get sampled.
 This file is copied into every saved checkpoint: it imports only torch.
 """
 
+import logging
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, NamedTuple, Optional
 
 import torch
 
+from .soft_masking import (  # rows_per_chunk is re-exported: decoding loops import it from here
+    RowBuffers,
+    SoftMaskFeedback,
+    feedback_from_parts,
+    feedback_parts,
+    raw_softmax,
+    row_dot,
+    row_topk,
+    rows_per_chunk,
+)
 
-def rows_per_chunk(rows: torch.Tensor, cache_bytes: int = 1 << 21) -> int:
-    """How many (V,)-rows to process at a time: on CPU a float32 chunk of about `cache_bytes` (2 MB)
-    stays in cache across the several passes of softmax / top-k / confidence (2-3x faster than
-    whole-matrix passes at V = 32k); on accelerators all rows at once."""
-    if rows.device.type != "cpu":
-        return max(1, rows.shape[0])
-    return max(1, cache_bytes // (4 * max(1, rows.shape[-1])))
+
+_logger = logging.getLogger(__name__)
 
 
 def suppress_tokens(logits: torch.Tensor, mask_token_id: int, vocab_limit: int) -> torch.Tensor:
@@ -182,6 +192,9 @@ UNMASKING_ALGORITHMS: Dict[str, UnmaskingAlgorithm] = {
 }
 
 
+_BUILTIN = dict(UNMASKING_ALGORITHMS)  # the algorithms `step_rows` may read off shared reductions
+
+
 def register_unmasking_algorithm(name: str, algorithm: UnmaskingAlgorithm) -> None:
     """Make `alg=name` available to `diffusion_generate` (and to generation-config validation)."""
     UNMASKING_ALGORITHMS[name] = algorithm
@@ -191,6 +204,152 @@ def get_unmasking_algorithm(name: str) -> UnmaskingAlgorithm:
     if name not in UNMASKING_ALGORITHMS:
         raise ValueError(f"alg={name!r} is unknown; choose one of {sorted(UNMASKING_ALGORITHMS)}.")
     return UNMASKING_ALGORITHMS[name]
+
+
+# ----------------------------------------------------------------------------------------------
+# The fused per-step pass: everything a step needs from the masked rows, from one read of them.
+
+
+class StepRows(NamedTuple):
+    """tokens (n,) long candidates, confidence (n,) float32, feedback: `SoftMaskFeedback` or None."""
+
+    tokens: torch.Tensor
+    confidence: torch.Tensor
+    feedback: Optional[SoftMaskFeedback]
+
+
+def step_rows(
+    raw_rows: torch.Tensor,
+    algorithm: str,
+    config,
+    sm_k: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+    positions: Optional[torch.Tensor] = None,
+    chunk_size: Optional[int] = None,
+    full_vocab: bool = False,
+) -> StepRows:
+    """One step's work on its (n, V) raw logit rows, each row read once, in cache-sized chunks.
+
+    Returns what `suppress_tokens` -> `sample_tokens` -> `algorithm.confidence` give (the same
+    tokens; `generator` draws in the same order) and, with `sm_k`, the SM feedback of
+    `feedback_from_logits(raw_rows, positions, sm_k, full_vocab)` for the (b, l) bool `positions` the
+    rows belong to. config: mask_token_id, tokenizer_vocab_size, temperature, top_p, top_k.
+
+    At temperature 0 without top-p / top-k and with a built-in algorithm, one softmax serves all: the
+    allowed distribution is the raw one with the suppressed ids zeroed and renormalised, so the SM
+    entropy and top-k, the argmax and the confidence (p(x0), p1 - p2, or sum p log p: the same
+    reduction as the SM entropy; Dream's +1e-10 inside the log is dropped, a difference below
+    V * 1e-10) come from one exp per element. Otherwise the float32 copy is shared and the sampling
+    distribution is built from it as `sample_tokens` does.
+    """
+    if sm_k is not None and (positions is None or int(positions.sum()) != raw_rows.shape[0]):
+        got = None if positions is None else int(positions.sum())
+        raise ValueError(f"sm_k={sm_k} needs the (b, l) positions of the {raw_rows.shape[0]} rows; got {got} positions.")
+    alg = get_unmasking_algorithm(algorithm)
+    plain = not config.temperature and (config.top_p is None or config.top_p >= 1.0) and config.top_k is None
+    fast = plain and alg is _BUILTIN.get(algorithm)  # built-in confidences have closed forms below
+    suppressed = (config.mask_token_id, config.tokenizer_vocab_size)
+    chunk_size = chunk_size or rows_per_chunk(raw_rows)
+    buffers = RowBuffers(raw_rows, chunk_size)
+    run_fast = _fast_chunk_runner(raw_rows.device) if fast else None
+    tokens, confidences, parts = [], [], []
+    for chunk in raw_rows.split(chunk_size):
+        f, z, p = buffers.load(chunk)
+        if fast:
+            part, x0, conf = run_fast(chunk, f, z, p, sm_k, algorithm, *suppressed)
+            conf = uniform_confidence(f, None, generator) if conf is None else conf  # origin
+        else:
+            part = feedback_parts(*raw_softmax(f, z, p), sm_k) if sm_k is not None else None
+            _suppress_(f, *suppressed)
+            x0, probs = sample_tokens(f, config.temperature or 0.0, config.top_p, config.top_k, generator)
+            conf = alg.confidence(probs, x0, generator)
+        parts += [part] if part is not None else []
+        tokens.append(x0)
+        confidences.append(conf)
+    feedback = None if sm_k is None else feedback_from_parts(parts, positions, sm_k, raw_rows if full_vocab else None)
+    if not tokens:
+        device = raw_rows.device
+        return StepRows(torch.zeros(0, dtype=torch.long, device=device), torch.zeros(0, device=device), feedback)
+    return StepRows(torch.cat(tokens), torch.cat(confidences).float(), feedback)
+
+
+def _fast_chunk(f, z, p, sm_k: Optional[int], algorithm: str, mask_token_id: int, vocab_limit: int):
+    """The temperature-0 step on one chunk loaded in `f`: (SM feedback parts or None, x0, confidence,
+    None for `origin`, whose uniform draw stays outside so that it uses the caller's generator)."""
+    raw = raw_softmax(f, z, p) if sm_k is not None else None  # (z, p, log S) of the raw rows
+    part = feedback_parts(*raw, sm_k) if raw is not None else None
+    _suppress_(f, mask_token_id, vocab_limit)
+    if algorithm == "origin":
+        return part, row_topk(f, 1)[1].squeeze(-1), None
+    x0, conf = _allowed_confidence(f, z, p, raw, algorithm, mask_token_id, vocab_limit)
+    return part, x0, conf
+
+
+_COMPILED: Dict[str, Optional[Callable]] = {}  # "fast_chunk" -> the compiled `_fast_chunk`, None once it failed
+
+
+def _fast_chunk_runner(device: torch.device) -> Callable:
+    """`_fast_chunk` for rows on `device`, called as run(chunk, f, z, p, ...).
+
+    On CUDA it runs under `torch.compile` (the row reductions fuse into a few kernels); if compiling
+    fails, a warning is logged and eager mode is used from then on. Elsewhere (CPU) it runs eagerly:
+    the chunked eager pass is already cache-bound there.
+    """
+
+    def eager(chunk, f, *args):
+        return _fast_chunk(f, *args)
+
+    if device.type != "cuda" or not hasattr(torch, "compile") or _COMPILED.get("fast_chunk", True) is None:
+        return eager
+    if "fast_chunk" not in _COMPILED:
+        _COMPILED["fast_chunk"] = torch.compile(_fast_chunk, dynamic=True)
+    compiled = _COMPILED["fast_chunk"]
+
+    def run(chunk, f, *args):
+        try:
+            return compiled(f, *args)
+        except Exception as err:  # a backend without a compiler (no Triton, old driver): stay eager
+            _logger.warning("torch.compile of the decoding step failed (%s: %s); running it eagerly.", type(err).__name__, err)
+            _COMPILED["fast_chunk"] = None
+            f.copy_(chunk)  # the compiled call may have suppressed ids in f already
+            return _fast_chunk(f, *args)
+
+    return run
+
+
+def _suppress_(f: torch.Tensor, mask_token_id: int, vocab_limit: int) -> None:
+    """`suppress_tokens` in place on a float32 work copy."""
+    f[:, vocab_limit:] = float("-inf")
+    f[:, mask_token_id] = float("-inf")
+
+
+def _allowed_confidence(f, z, p, raw, algorithm: str, mask_token_id: int, vocab_limit: int):
+    """x0 = argmax of the allowed logits `f` (suppressed ids at -inf) and its confidence under q =
+    softmax(f), the allowed distribution.
+
+    With `raw` = (z, p, log S) of the raw rows (SM on), q is p with the suppressed ids zeroed, divided
+    by their remaining mass A: log q = z - log S - log A. Rows whose allowed max lies 60 nats below the
+    raw max (where those p could underflow) are recomputed from f. Overwrites z and p.
+    """
+    top, x0 = row_topk(f, 1)  # (c, 1) each
+    if raw is None:
+        z, p, log_total = raw_softmax(f, z, p, shift=top)  # p = q
+    else:
+        log_total = raw[2]
+        p[:, vocab_limit:] = 0.0
+        p[:, mask_token_id] = 0.0
+        far = (z.gather(-1, x0) < -60.0).view(-1).nonzero()[:, 0]  # allowed max - raw max
+        if far.numel():  # a dominant suppressed id: those rows' q from their own softmax
+            zf, pf, log_total[far] = raw_softmax(f[far], torch.empty_like(f[far]), torch.empty_like(f[far]), top[far])
+            z[far], p[far] = zf, pf
+    mass = p.sum(-1)  # (c,) A
+    x0 = x0.squeeze(-1)
+    if algorithm == "maskgit_plus":
+        return x0, p.gather(-1, x0.unsqueeze(-1)).squeeze(-1) / mass
+    if algorithm == "topk_margin":
+        top2 = row_topk(p, min(2, p.shape[-1]))[0]  # (c, 2)
+        return x0, ((top2[:, 0] - top2[:, -1]) if top2.shape[-1] == 2 else top2[:, 0]) / mass
+    return x0, row_dot(p, z) / mass - log_total - mass.log()  # sum_v q_v log q_v
 
 
 # ----------------------------------------------------------------------------------------------
