@@ -23,6 +23,7 @@ from transformers.utils import logging
 
 from .configuration_sm_dream import SoftMaskDreamConfig
 from .generation_utils import SoftMaskDreamGenerationMixin
+from .positions import default_position_ids, shift_right  # noqa: F401 (public here too)
 from .soft_masking import SoftMaskFeedback, SoftMaskParams, soft_masked_embeddings
 
 logger = logging.get_logger(__name__)
@@ -33,15 +34,6 @@ LOAD_REPORT_LOGGERS = ("transformers.modeling_utils", "transformers.utils.loadin
 
 def _errors_only(record: std_logging.LogRecord) -> bool:
     return record.levelno >= std_logging.ERROR
-
-
-def shift_right(x: torch.Tensor) -> torch.Tensor:
-    """Dream's alignment: row j of the result is row j-1 of `x` (row 0 kept), along dim 1.
-
-    Dream predicts the token at position j from the hidden state at j-1. Every consumer of logits
-    (loss, generation, SM feedback) goes through this one function.
-    """
-    return torch.cat([x[:, :1], x[:, :-1]], dim=1)
 
 
 class DreamRMSNorm(nn.Module):
@@ -213,14 +205,6 @@ def prepare_attention_mask(attention_mask, batch: int, q_len: int, kv_len: int) 
     if q_len == kv_len:
         mask = mask | torch.eye(q_len, dtype=torch.bool, device=mask.device)
     return mask
-
-
-def default_position_ids(attention_mask, batch: int, length: int, offset: int, device) -> torch.Tensor:
-    """Dream's positions: left padding does not shift the real tokens (cumsum of the 2D mask - 1)."""
-    if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2 and not bool(attention_mask.all()):
-        pos = attention_mask.long().cumsum(-1) - 1
-        return pos.masked_fill(attention_mask == 0, 1)[:, -length:]
-    return torch.arange(offset, offset + length, device=device).unsqueeze(0).expand(batch, length)
 
 
 class SoftMaskDreamPreTrainedModel(PreTrainedModel):
