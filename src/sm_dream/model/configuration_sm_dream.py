@@ -8,6 +8,7 @@ checkpoint, so it imports only `transformers`, the standard library and its sibl
 """
 
 import math
+import numbers
 
 from transformers import PretrainedConfig
 
@@ -17,8 +18,9 @@ SM_SCHEDULES = tuple(SM_SCHEDULE_FUNCTIONS)  # the names of the one schedule tab
 
 
 def is_integer(value) -> bool:
-    """An int that is not a bool (True is an int in Python, never a valid count)."""
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer (int, numpy integer) that is not a bool (True is an int in Python, never a valid count).
+    The one integer check of the model's and the generation config's validators."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _logit(p: float) -> float:

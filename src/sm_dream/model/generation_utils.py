@@ -142,7 +142,7 @@ class SoftMaskDreamGenerationConfig(GenerationConfig):
             ("sm_threshold", self.sm_threshold is None or _in_range(self.sm_threshold, 0.0, 1.0), "it must lie in [0, 1]"),
             ("soft_masking", self.soft_masking is None or isinstance(self.soft_masking, bool), "it must be True, False or None"),
             ("tokenizer_vocab_size", _count(self.tokenizer_vocab_size), "it must be an integer >= 1, e.g. len(tokenizer)"),
-            ("mask_token_id", self.mask_token_id is None or (_integer(self.mask_token_id) and self.mask_token_id >= 0),
+            ("mask_token_id", self.mask_token_id is None or (is_integer(self.mask_token_id) and self.mask_token_id >= 0),
              "it must be a token id >= 0 or None (the model's)"),
             *[(flag, isinstance(getattr(self, flag), bool), "it must be True or False") for flag in _FLAGS],
             ("output_history", not self.output_history or self.return_dict_in_generate,
@@ -165,13 +165,9 @@ class SoftMaskDreamGenerationConfig(GenerationConfig):
 _FLAGS = ("return_dict_in_generate", "output_history", "stop_when_finished", "progress_bar", "use_cache", "dual_cache")
 
 
-def _integer(value) -> bool:
-    return is_integer(value) or (isinstance(value, numbers.Integral) and not isinstance(value, bool))
-
-
 def _count(value) -> bool:
     """None or an integer >= 1."""
-    return value is None or (_integer(value) and value >= 1)
+    return value is None or (is_integer(value) and value >= 1)
 
 
 def _real(value) -> bool:
@@ -264,7 +260,7 @@ class SoftMaskDreamGenerationMixin:
         attention_mask = kwargs.pop("attention_mask", None)
         generator = kwargs.pop("generator", None)
         explicit_max_length = "max_length" in kwargs
-        stored_steps = generation_config is None and "steps" not in kwargs
+        stored_steps = generation_config is None and kwargs.get("steps") is None
         config = self._prepare_generation_config(generation_config, kwargs)
         x, attention_mask, prompt_length = self._prepare_canvas(inputs, attention_mask, config, explicit_max_length)
         self._resolve_decoding(config, x.shape[1] - prompt_length, stored_steps)
@@ -286,9 +282,9 @@ class SoftMaskDreamGenerationMixin:
             base.pop("_from_model_config", None)
             generation_config = SoftMaskDreamGenerationConfig.from_dict(base)
         config = copy.deepcopy(generation_config)
-        if "nfe_budget" in kwargs and "steps" in kwargs and kwargs["nfe_budget"] is not None:
+        if kwargs.get("nfe_budget") is not None and kwargs.get("steps") is not None:
             raise ValueError(f"got steps={kwargs['steps']} and nfe_budget={kwargs['nfe_budget']}; pass only one.")
-        if "steps" in kwargs:
+        if kwargs.get("steps") is not None:
             config.nfe_budget = None  # steps passed for this call win over a stored budget
         unknown = config.update(**kwargs)
         if unknown:
