@@ -181,18 +181,20 @@ class Denoiser:
     def step(self, x, start: int, end: int, i: int, grid, global_step: int):
         """One forward pass and the commits (and remasks) it decides in the block [start, end)."""
         masked = x == self.mask_id  # (b, l)
-        if (start, end) == (0, x.shape[1]):  # one block over the whole canvas: plain decoding
-            block_masked, decoded = masked, self.generated & ~masked
-        else:
+        in_block = None  # one block over the whole canvas (plain decoding): every position
+        if (start, end) != (0, x.shape[1]):
             in_block = torch.zeros_like(masked)
             in_block[:, start:end] = True
-            block_masked, decoded = masked & in_block, in_block & self.generated & ~masked
+        block_masked = masked if in_block is None else masked & in_block
+        decoded = None  # ReMDM's candidates: tokens this generation decoded in the block
+        if self.remasks:
+            decoded = self.generated & ~masked if in_block is None else in_block & self.generated & ~masked
         interval = self.plan.refresh_interval
         full = self.cache is None or i == 0 or (interval is not None and i % interval == 0)
         targets = block_masked
         if self.config.soft_masking:  # feedback wherever this pass predicts a mask (or a remask candidate)
             targets = masked if full else block_masked
-            targets = targets | decoded if self.remasks else targets
+            targets = targets if decoded is None else targets | decoded
         raw, rows, logits = self._predict(x, start, end, full, targets, block_masked, global_step)
         x_next = self._commit(x, block_masked, rows, i, grid)
         if grid is not None and grid[1][i].remask > 0:
