@@ -126,7 +126,7 @@ class SoftMaskDreamGenerationConfig(GenerationConfig):
         """(field, valid?, how to fix) for every decoding field."""
         temperature_fix = f"use 0 (greedy) or a finite value >= {MIN_TEMPERATURE}"
         return [
-            ("alg", isinstance(self.alg, str) and self.alg in UNMASKING_ALGORITHMS, f"choose one of {sorted(UNMASKING_ALGORITHMS)}"),
+            ("alg", _name_in(self.alg, UNMASKING_ALGORITHMS), f"choose one of {sorted(UNMASKING_ALGORITHMS)}"),
             ("steps", _count(self.steps), "it must be an integer >= 1, or None for one step per new token"),
             ("max_new_tokens", _count(self.max_new_tokens), "it must be an integer >= 1 (or None)"),
             ("max_length", _count(self.max_length), "it must be an integer >= 1; or set max_new_tokens"),
@@ -134,14 +134,19 @@ class SoftMaskDreamGenerationConfig(GenerationConfig):
             ("eps", _in_range(self.eps, 0.0, 1.0, closed=False), "it must lie in (0, 1), e.g. 1e-3"),
             ("temperature", _temperature(self.temperature), temperature_fix),
             ("alg_temp", _temperature(self.alg_temp), f"{temperature_fix}, or None"),
-            ("top_p", self.top_p is None or (_real(self.top_p) and 0.0 < self.top_p <= 1.0), "it must lie in (0, 1] or be None"),
+            ("top_p", self.top_p is None or (_real(self.top_p) and 0.0 < self.top_p <= 1.0),
+             "it must lie in (0, 1] or be None"),
             ("top_k", _count(self.top_k), "it must be an integer >= 1 or None"),
             ("nfe_budget", self.nfe_budget is None or (_real(self.nfe_budget) and self.nfe_budget > 0),
              "it must be a finite number > 0, e.g. 0.25, 0.5 or 1"),
-            ("sm_schedule", self.sm_schedule is None or (isinstance(self.sm_schedule, str) and self.sm_schedule in SM_SCHEDULES), f"choose one of {list(SM_SCHEDULES)}"),
-            ("sm_threshold", self.sm_threshold is None or _in_range(self.sm_threshold, 0.0, 1.0), "it must lie in [0, 1]"),
-            ("soft_masking", self.soft_masking is None or isinstance(self.soft_masking, bool), "it must be True, False or None"),
-            ("tokenizer_vocab_size", _count(self.tokenizer_vocab_size), "it must be an integer >= 1, e.g. len(tokenizer)"),
+            ("sm_schedule", self.sm_schedule is None or _name_in(self.sm_schedule, SM_SCHEDULES),
+             f"choose one of {list(SM_SCHEDULES)}"),
+            ("sm_threshold", self.sm_threshold is None or _in_range(self.sm_threshold, 0.0, 1.0),
+             "it must lie in [0, 1]"),
+            ("soft_masking", self.soft_masking is None or isinstance(self.soft_masking, bool),
+             "it must be True, False or None"),
+            ("tokenizer_vocab_size", _count(self.tokenizer_vocab_size),
+             "it must be an integer >= 1, e.g. len(tokenizer)"),
             ("mask_token_id", self.mask_token_id is None or (is_integer(self.mask_token_id) and self.mask_token_id >= 0),
              "it must be a token id >= 0 or None (the model's)"),
             *[(flag, isinstance(getattr(self, flag), bool), "it must be True or False") for flag in _FLAGS],
@@ -151,7 +156,7 @@ class SoftMaskDreamGenerationConfig(GenerationConfig):
             ("cache_refresh_interval", _count(self.cache_refresh_interval), "it must be an integer >= 1 or None"),
             ("threshold", self.threshold is None or (_real(self.threshold) and self.threshold >= 0),
              "it must be a finite number >= 0 (e.g. 0.9) or None"),
-            ("remasking", self.remasking is None or (isinstance(self.remasking, str) and self.remasking in REMASKING_SCHEDULES),
+            ("remasking", self.remasking is None or _name_in(self.remasking, REMASKING_SCHEDULES),
              f"choose one of {list(REMASKING_SCHEDULES)} or None"),
             ("remasking", self.remasking in (None, "none") or self.threshold is None,
              "ReMDM needs a time grid: use fixed steps (threshold=None)"),
@@ -163,6 +168,11 @@ class SoftMaskDreamGenerationConfig(GenerationConfig):
 
 
 _FLAGS = ("return_dict_in_generate", "output_history", "stop_when_finished", "progress_bar", "use_cache", "dual_cache")
+
+
+def _name_in(value, names) -> bool:
+    """A string among `names` (a list or dict given as a name is invalid, not a TypeError)."""
+    return isinstance(value, str) and value in names
 
 
 def _count(value) -> bool:
