@@ -283,14 +283,19 @@ def test_lm_eval_model_args_reach_the_block_loop():
 def test_plan_and_errors():
     config = SoftMaskDreamGenerationConfig(steps=8, threshold=None, block_length=5)
     plan = plan_blocks(config, prompt_length=3, new_tokens=16)
-    assert plan.blocks == [(3, 8), (8, 13), (13, 18), (18, 19)] and plan.steps == [2, 2, 3, 1] and plan.cache_kind is None
-    assert plan_blocks(SoftMaskDreamGenerationConfig(use_cache=True), 3, 64).blocks[0] == (3, 35)  # default B = 32
+    # Without a cache the first block starts at column 0: masks inside the prompt decode with it.
+    assert plan.blocks == [(0, 8), (8, 13), (13, 18), (18, 19)] and plan.steps == [2, 2, 3, 1] and plan.cache_kind is None
+    plain = plan_blocks(SoftMaskDreamGenerationConfig(steps=4), prompt_length=3, new_tokens=16)
+    assert plain.blocks == [(0, 19)] and plain.steps == [4]  # plain decoding: one block, no cache
+    cached = plan_blocks(SoftMaskDreamGenerationConfig(use_cache=True, steps=64), 3, 64)
+    assert cached.blocks[0] == (3, 35) and cached.cache_kind == "prefix"  # default B = 32, the prompt is the prefix
     with pytest.raises(ValueError, match="steps=2 cannot give each of the 4 blocks"):
         plan_blocks(SoftMaskDreamGenerationConfig(steps=2, block_length=4), 0, 16)
-    with pytest.raises(ValueError, match="remasking='cap' is invalid: ReMDM needs a time grid"):
-        plan_blocks(SoftMaskDreamGenerationConfig(threshold=0.9, remasking="cap"), 0, 16)
-    with pytest.raises(ValueError, match="block_length=0 is invalid"):
-        plan_blocks(SoftMaskDreamGenerationConfig(block_length=0), 0, 16)
-    with pytest.raises(ValueError, match="threshold=-0.1 is invalid"):
-        plan_blocks(SoftMaskDreamGenerationConfig(threshold=-0.1), 0, 16)
+    for fields, message in [
+        (dict(threshold=0.9, remasking="cap"), "remasking='cap' is invalid: ReMDM needs a time grid"),
+        (dict(block_length=0), "block_length=0 is invalid"),
+        (dict(threshold=-0.1), "threshold=-0.1 is invalid"),
+    ]:
+        with pytest.raises(ValueError, match=message):  # the generation config's validator
+            SoftMaskDreamGenerationConfig(**fields)
     assert SoftMaskDreamGenerationConfig().use_cache is False  # not transformers' autoregressive default

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from sm_dream import SoftMaskDreamForDiffusionLM, schedule_factor
-from sm_dream.model.generation_utils import SoftMaskDreamGenerationConfig, render_decoding, unmask_step
+from sm_dream.model.decoding_trace import render_decoding
+from sm_dream.model.denoising import unmask_step
+from sm_dream.model.generation_utils import SoftMaskDreamGenerationConfig
 from sm_dream.resources import DREAM_FIXTURE
 from sm_dream.model.soft_masking import SM_SCHEDULE_FUNCTIONS, entropy_from_logits
 from sm_dream.tiny import load_dream_tokenizer, small_vocab_config, tiny_config

@@ -3,14 +3,24 @@
 
 `SoftMaskDreamConfig` reads the released Dream `config.json` files unchanged (`model_type: "Dream"`)
 and adds the soft-masking (SM) fields, all prefixed `sm_`. This file is copied into every saved
-checkpoint, so it imports only `transformers` and the standard library.
+checkpoint, so it imports only `transformers`, the standard library and its sibling `soft_masking`
+(whose schedule table names the valid `sm_schedule` values).
 """
 
 import math
+import numbers
 
 from transformers import PretrainedConfig
 
-SM_SCHEDULES = ("none", "sm_then_binary", "binary_then_sm", "linear_sm_to_binary", "linear_binary_to_sm")
+from .soft_masking import SM_SCHEDULE_FUNCTIONS
+
+SM_SCHEDULES = tuple(SM_SCHEDULE_FUNCTIONS)  # the names of the one schedule table, in its order
+
+
+def is_integer(value) -> bool:
+    """An integer (int, numpy integer) that is not a bool (True is an int in Python, never a valid count).
+    The one integer check of the model's and the generation config's validators."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _logit(p: float) -> float:
@@ -138,7 +148,7 @@ class SoftMaskDreamConfig(PretrainedConfig):
                 f"num_attention_heads={self.num_attention_heads} must be a multiple of "
                 f"num_key_value_heads={self.num_key_value_heads}."
             )
-        if not isinstance(self.sm_top_k, int) or isinstance(self.sm_top_k, bool) or self.sm_top_k < 1:
+        if not is_integer(self.sm_top_k) or self.sm_top_k < 1:
             raise ValueError(f"sm_top_k={self.sm_top_k!r} must be an integer >= 1 (the paper uses 1 or 3).")
         if self.sm_top_k > self.vocab_size:
             raise ValueError(

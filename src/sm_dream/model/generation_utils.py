@@ -13,59 +13,56 @@ blend (1 - lam) E[mask] + lam sum_j pi_j E[topk_j], built by the model from `fee
 on step i's raw logits (softmax at temperature 1, whatever the sampling settings),
 scaled by the time schedule `sm_schedule`. Step 0 has no feedback.
 
-NFE budget = steps / max_new_tokens (paper eq. 3): `nfe_budget=0.25` sets steps = N / 4. The number of
-model forward passes equals the steps (fewer only with `stop_when_finished`); outputs report it.
+Steps. Without `steps` or `nfe_budget` a call runs one step per new token (NFE budget 1).
+NFE budget = steps / max_new_tokens (paper eq. 3): `nfe_budget=0.25` sets steps = N / 4. A `steps`
+passed to the call (or in a `generation_config` passed to it) is used as given, as in Dream. A
+`steps` stored in the model's generation_config.json (Dream's released files store 512) is a
+default: a smaller `max_new_tokens` clamps it to one step per token. The number of model forward
+passes equals the steps (fewer only with `stop_when_finished`, or more blocks' worth with
+`threshold`); outputs report it. The loop itself is `denoising.py`.
 
 This file is copied into every saved checkpoint: it imports only torch, transformers and siblings.
 """
 
 import copy
+import math
+import numbers
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from transformers import GenerationConfig
 from transformers.modeling_outputs import ModelOutput
 
-from .block_generation import (
-    FAST_DECODING_DEFAULTS,
-    block_diffusion_sample,
-    fast_decoding_checks,
-    select_feedback,
-    uses_fast_decoding,
-)
-from .decoding_trace import SoftMaskTraceStep, render_decoding, trace_step  # noqa: F401 (re-exported)
-from .soft_masking import SM_SCHEDULE_FUNCTIONS, SoftMaskFeedback, feedback_from_logits, schedule_factor
-from .unmasking import (
-    UNMASKING_ALGORITHMS,
-    StepPlan,
-    diffusion_timesteps,
-    get_unmasking_algorithm,
-    rows_per_chunk,
-    sample_tokens,
-    suppress_tokens,
-    tokens_to_unmask,
-    transfer_probability,
-)
+from .block_generation import FAST_DECODING_DEFAULTS
+from .configuration_sm_dream import SM_SCHEDULES, is_integer
+from .decoding_trace import SoftMaskTraceStep, render_decoding  # noqa: F401 (re-exported)
+from .denoising import denoise
+from .remasking import REMASKING_SCHEDULES, get_remasking_schedule
+from .unmasking import UNMASKING_ALGORITHMS
 
 # Dream's own defaults, set explicitly: transformers 4.x's GenerationConfig defaults top_k=50, top_p=1.0.
 _DREAM_DEFAULTS = dict(temperature=0.0, top_p=None, top_k=None, max_length=20, num_return_sequences=1,
                        return_dict_in_generate=False)
+# Below this a temperature (or alg_temp) divides logits into overflow or exact ties; 0 is greedy.
+MIN_TEMPERATURE = 1e-5
 
 
 class SoftMaskDreamGenerationConfig(GenerationConfig):
     r"""Dream's `DreamGenerationConfig` fields and defaults, plus soft-masking and NFE-budget fields.
 
     Dream fields:
-        steps (`int`, 512): denoising steps = model forward passes.
+        steps (`int`, None): denoising steps = model forward passes; None = one per new token (Dream's
+            default is 512; a stored value larger than `max_new_tokens` is clamped to it, see the module doc).
         max_new_tokens (`int`, None): N, masks appended to the prompt; if None, `max_length` (20)
             new tokens, or `max_length - prompt length` when `max_length` is passed explicitly.
         eps (`float`, 1e-3): the last time of the grid linspace(1, eps, steps + 1).
         alg (`str`, "origin"): unmasking algorithm, a key of `UNMASKING_ALGORITHMS`.
-        alg_temp (`float`, None): None/0 = unmask the most confident; > 0 = sample positions.
-        temperature (`float`, 0.0), top_p (`float`, None), top_k (`int`, None): token sampling.
+        alg_temp (`float`, None): None/0 = unmask the most confident; >= 1e-5 = sample positions.
+        temperature (`float`, 0.0): 0 = greedy, else >= 1e-5; top_p (`float`, None), top_k (`int`, None).
         num_return_sequences (`int`, 1), return_dict_in_generate (`bool`, False),
-        output_history (`bool`, False): keep the canvas after every step (and the SM trace).
+        output_history (`bool`, False): keep the canvas after every step (and the SM trace) in the
+            returned dict; needs return_dict_in_generate=True (a ValueError otherwise, never a silent drop).
         mask_token_id, pad_token_id, bos_token_id, eos_token_id: None = the model config's.
     Added fields:
         nfe_budget (`float`, None): steps / max_new_tokens; when set, steps = round(N * budget).
@@ -76,7 +73,9 @@ class SoftMaskDreamGenerationConfig(GenerationConfig):
             (Dream's tokenizers end with the mask token).
         stop_when_finished (`bool`, False): stop once no row has a [MASK] before its first eos; the
             text up to the first eos is then exactly that of the full run, later positions are eos.
-    Fast decoding (`block_generation.py`; any of these set takes the block loop):
+        progress_bar (`bool`, False): a tqdm bar over the steps (transformers' tqdm, so
+            `transformers.utils.logging.disable_progress_bar()` silences it too).
+    Fast decoding (options of the same loop, `denoising.py`):
         block_length (`int`, None): semi-autoregressive blocks; None = 32 with a cache, else one block.
         use_cache (`bool`, False): prefix KV cache, refreshed once per block (Fast-dLLM).
         dual_cache (`bool`, False): prefix + suffix KV cache (implies a cache).
@@ -88,7 +87,7 @@ class SoftMaskDreamGenerationConfig(GenerationConfig):
     """
 
     def __init__(self, **kwargs):
-        self.steps = kwargs.pop("steps", 512)
+        self.steps = kwargs.pop("steps", None)
         self.eps = kwargs.pop("eps", 1e-3)
         self.alg = kwargs.pop("alg", "origin")
         self.alg_temp = kwargs.pop("alg_temp", None)
@@ -100,13 +99,14 @@ class SoftMaskDreamGenerationConfig(GenerationConfig):
         self.sm_threshold = kwargs.pop("sm_threshold", None)
         self.tokenizer_vocab_size = kwargs.pop("tokenizer_vocab_size", None)
         self.stop_when_finished = kwargs.pop("stop_when_finished", False)
+        self.progress_bar = kwargs.pop("progress_bar", False)
         for key, value in FAST_DECODING_DEFAULTS.items():
             setattr(self, key, kwargs.pop(key, value))
-        use_cache = self.use_cache
         for key, value in _DREAM_DEFAULTS.items():
             kwargs.setdefault(key, value)
-        super().__init__(**kwargs)
-        self.use_cache = use_cache  # GenerationConfig sets its own (autoregressive) `use_cache`
+        use_cache = self.use_cache
+        super().__init__(use_cache=use_cache, **kwargs)  # GenerationConfig has its own (autoregressive) field
+        self.use_cache = use_cache
 
     @classmethod
     def from_model_config(cls, model_config) -> "SoftMaskDreamGenerationConfig":
@@ -115,32 +115,87 @@ class SoftMaskDreamGenerationConfig(GenerationConfig):
         ids = {key: get(key) for key in ("mask_token_id", "pad_token_id", "bos_token_id", "eos_token_id")}
         return cls(**ids, _from_model_config=True)
 
-    def validate(self, strict: bool = False, user_set_attributes=None) -> None:
-        """Raise `ValueError` naming the field for values `diffusion_generate` cannot use."""
-        checks = [
-            ("alg", self.alg in UNMASKING_ALGORITHMS, f"choose one of {sorted(UNMASKING_ALGORITHMS)}"),
-            ("steps", _is_int(self.steps) and self.steps >= 1, "it must be an integer >= 1"),
-            ("eps", self.eps is not None and 0.0 < self.eps < 1.0, "it must lie in (0, 1), e.g. 1e-3"),
-            ("temperature", self.temperature is None or self.temperature >= 0, "it must be >= 0"),
-            ("top_p", self.top_p is None or 0.0 < self.top_p <= 1.0, "it must lie in (0, 1] or be None"),
-            ("top_k", self.top_k is None or (_is_int(self.top_k) and self.top_k >= 1), "it must be >= 1 or None"),
-            ("alg_temp", self.alg_temp is None or self.alg_temp >= 0, "it must be >= 0 or None"),
-            ("max_new_tokens", self.max_new_tokens is None or self.max_new_tokens >= 1, "it must be >= 1"),
-            ("nfe_budget", self.nfe_budget is None or self.nfe_budget > 0, "it must be > 0, e.g. 0.25, 0.5 or 1"),
-            ("sm_schedule", self.sm_schedule is None or self.sm_schedule in SM_SCHEDULE_FUNCTIONS,
-             f"choose one of {list(SM_SCHEDULE_FUNCTIONS)}"),
-            ("sm_threshold", self.sm_threshold is None or 0.0 <= self.sm_threshold <= 1.0, "it must lie in [0, 1]"),
-            ("tokenizer_vocab_size", self.tokenizer_vocab_size is None or self.tokenizer_vocab_size >= 1,
-             "it must be >= 1, e.g. len(tokenizer)"),
-            *fast_decoding_checks(self),
-        ]
-        for name, ok, fix in checks:
+    def validate(self, strict: bool = False, user_set_attributes=None, **kwargs) -> None:
+        """The one validator of decoding settings: `ValueError` naming the field, its value and the fix
+        for any value `diffusion_generate` cannot use (types, ranges, combinations)."""
+        for name, ok, fix in self._checks():
             if not ok:
-                raise ValueError(f"{name}={getattr(self, name)!r} is invalid: {fix}.")
+                raise ValueError(f"{name}={getattr(self, name, None)!r} is invalid: {fix}.")
+        if self.remasking not in (None, "none"):  # the schedule checks its own parameters by name
+            get_remasking_schedule(self.remasking, **self._remasking_params())
+
+    def _checks(self):
+        """(field, valid?, how to fix) for every decoding field."""
+        temperature_fix = f"use 0 (greedy) or a finite value >= {MIN_TEMPERATURE}"
+        return [
+            ("alg", _name_in(self.alg, UNMASKING_ALGORITHMS), f"choose one of {sorted(UNMASKING_ALGORITHMS)}"),
+            ("steps", _count(self.steps), "it must be an integer >= 1, or None for one step per new token"),
+            ("max_new_tokens", _count(self.max_new_tokens), "it must be an integer >= 1 (or None)"),
+            ("max_length", _count(self.max_length), "it must be an integer >= 1; or set max_new_tokens"),
+            ("num_return_sequences", _count(self.num_return_sequences), "it must be an integer >= 1"),
+            ("eps", _in_range(self.eps, 0.0, 1.0, closed=False), "it must lie in (0, 1), e.g. 1e-3"),
+            ("temperature", _temperature(self.temperature), temperature_fix),
+            ("alg_temp", _temperature(self.alg_temp), f"{temperature_fix}, or None"),
+            ("top_p", self.top_p is None or (_real(self.top_p) and 0.0 < self.top_p <= 1.0),
+             "it must lie in (0, 1] or be None"),
+            ("top_k", _count(self.top_k), "it must be an integer >= 1 or None"),
+            ("nfe_budget", self.nfe_budget is None or (_real(self.nfe_budget) and self.nfe_budget > 0),
+             "it must be a finite number > 0, e.g. 0.25, 0.5 or 1"),
+            ("sm_schedule", self.sm_schedule is None or _name_in(self.sm_schedule, SM_SCHEDULES),
+             f"choose one of {list(SM_SCHEDULES)}"),
+            ("sm_threshold", self.sm_threshold is None or _in_range(self.sm_threshold, 0.0, 1.0),
+             "it must lie in [0, 1]"),
+            ("soft_masking", self.soft_masking is None or isinstance(self.soft_masking, bool),
+             "it must be True, False or None"),
+            ("tokenizer_vocab_size", _count(self.tokenizer_vocab_size),
+             "it must be an integer >= 1, e.g. len(tokenizer)"),
+            ("mask_token_id", self.mask_token_id is None or (is_integer(self.mask_token_id) and self.mask_token_id >= 0),
+             "it must be a token id >= 0 or None (the model's)"),
+            *[(flag, isinstance(getattr(self, flag), bool), "it must be True or False") for flag in _FLAGS],
+            ("output_history", not self.output_history or self.return_dict_in_generate,
+             "the history is a field of the dict output: also pass return_dict_in_generate=True"),
+            ("block_length", _count(self.block_length), "it must be an integer >= 1 or None"),
+            ("cache_refresh_interval", _count(self.cache_refresh_interval), "it must be an integer >= 1 or None"),
+            ("threshold", self.threshold is None or (_real(self.threshold) and self.threshold >= 0),
+             "it must be a finite number >= 0 (e.g. 0.9) or None"),
+            ("remasking", self.remasking is None or _name_in(self.remasking, REMASKING_SCHEDULES),
+             f"choose one of {list(REMASKING_SCHEDULES)} or None"),
+            ("remasking", self.remasking in (None, "none") or self.threshold is None,
+             "ReMDM needs a time grid: use fixed steps (threshold=None)"),
+        ]
+
+    def _remasking_params(self) -> dict:
+        names = ("eta", "t_on", "t_off", "alpha_on")
+        return {n: getattr(self, f"remasking_{n}") for n in names if getattr(self, f"remasking_{n}") is not None}
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+_FLAGS = ("return_dict_in_generate", "output_history", "stop_when_finished", "progress_bar", "use_cache", "dual_cache")
+
+
+def _name_in(value, names) -> bool:
+    """A string among `names` (a list or dict given as a name is invalid, not a TypeError)."""
+    return isinstance(value, str) and value in names
+
+
+def _count(value) -> bool:
+    """None or an integer >= 1."""
+    return value is None or (is_integer(value) and value >= 1)
+
+
+def _real(value) -> bool:
+    """A finite real number (not a bool)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _in_range(value, low: float, high: float, closed: bool = True) -> bool:
+    if not _real(value):
+        return False
+    return low <= value <= high if closed else low < value < high
+
+
+def _temperature(value) -> bool:
+    """None, 0 (greedy / most confident) or a finite value >= MIN_TEMPERATURE."""
+    return value is None or (_real(value) and (value == 0 or value >= MIN_TEMPERATURE))
 
 
 @dataclass
@@ -154,15 +209,19 @@ class SoftMaskDreamGenerationOutput(ModelOutput):
     sm_trace: Optional[Tuple[Optional[SoftMaskTraceStep], ...]] = None
 
 
-def resolve_steps(config: SoftMaskDreamGenerationConfig, max_new_tokens: int) -> int:
-    """The number of denoising steps: round(N * nfe_budget) when a budget is set, else `steps`.
+def resolve_steps(config: SoftMaskDreamGenerationConfig, max_new_tokens: int, stored_default: bool = False) -> int:
+    """The number of denoising steps: round(N * nfe_budget) with a budget; N (one step per token)
+    without steps; else `steps`, clamped to N when it is a stored default (`stored_default`).
 
-    More steps than tokens only makes sense for `origin` (independent per-position unmasking); the
-    count-based algorithms would run forward passes that unmask nothing.
+    More steps than tokens only makes sense for `origin` (independent per-position unmasking) and
+    ReMDM; the count-based algorithms would run forward passes that unmask nothing.
     """
-    steps = config.steps
     if config.nfe_budget is not None:
         steps = max(1, round(max_new_tokens * config.nfe_budget))
+    elif config.steps is None:
+        steps = max_new_tokens
+    else:
+        steps = min(config.steps, max_new_tokens) if stored_default else config.steps
     remasks = config.remasking not in (None, "none")  # ReMDM revises tokens: T >= N steps make sense
     if steps > max_new_tokens and config.alg != "origin" and config.threshold is None and not remasks:
         raise ValueError(
@@ -170,17 +229,6 @@ def resolve_steps(config: SoftMaskDreamGenerationConfig, max_new_tokens: int) ->
             "token each unmask nothing. Use steps <= max_new_tokens (nfe_budget <= 1) or alg='origin'."
         )
     return steps
-
-
-def finished_rows(x: torch.Tensor, prompt_length: int, mask_token_id: int, eos_ids: torch.Tensor) -> torch.Tensor:
-    """(b,) bool: rows with no [MASK] before their first generated eos (anywhere, if there is none).
-
-    Later steps can only change masked positions, so the text up to the first eos is final.
-    """
-    is_eos = torch.isin(x[:, prompt_length:], eos_ids)  # (b, N)
-    end = prompt_length + torch.where(is_eos.any(-1), is_eos.int().argmax(-1), is_eos.shape[1])  # (b,)
-    before = torch.arange(x.shape[1], device=x.device) < end.unsqueeze(-1)  # (b, l)
-    return ~((x == mask_token_id) & before).any(-1)
 
 
 class SoftMaskDreamGenerationMixin:
@@ -211,20 +259,25 @@ class SoftMaskDreamGenerationMixin:
         Extra kwargs: attention_mask (b, p) 1 = token, 0 = left padding; generator (torch.Generator);
             generation_tokens_hook_func / generation_logits_hook_func, called as f(step, x, logits)
             (step None once before the loop), returning x / the (b, l, V) shift-aligned logits.
+        Steps: without `steps` or `nfe_budget`, one step (one forward pass) per new token; `steps`
+            passed here (or in the `generation_config` passed here) is used as given, as in Dream; a
+            `steps` stored in the model's generation_config.json is clamped to `max_new_tokens`.
+        progress_bar=True shows a tqdm bar over the steps.
         Returns the (b, p + N) sequences, or with return_dict_in_generate=True a
-        `SoftMaskDreamGenerationOutput` (sequences, history, nfe, sm_trace).
+        `SoftMaskDreamGenerationOutput` (sequences, history, nfe, sm_trace); output_history=True
+        needs return_dict_in_generate=True.
         """
         tokens_hook = kwargs.pop("generation_tokens_hook_func", None)
         logits_hook = kwargs.pop("generation_logits_hook_func", None)
         attention_mask = kwargs.pop("attention_mask", None)
         generator = kwargs.pop("generator", None)
         explicit_max_length = "max_length" in kwargs
+        stored_steps = generation_config is None and kwargs.get("steps") is None
         config = self._prepare_generation_config(generation_config, kwargs)
         x, attention_mask, prompt_length = self._prepare_canvas(inputs, attention_mask, config, explicit_max_length)
-        self._resolve_decoding(config, x.shape[1] - prompt_length)
-        x, history, trace, nfe = self._diffusion_sample(
-            x, attention_mask, prompt_length, config, tokens_hook, logits_hook, generator
-        )
+        self._resolve_decoding(config, x.shape[1] - prompt_length, stored_steps)
+        x, history, trace, nfe = denoise(self, x, attention_mask, prompt_length, config, tokens_hook, logits_hook,
+                                         generator)
         if not config.return_dict_in_generate:
             return x
         keep = config.output_history
@@ -241,9 +294,9 @@ class SoftMaskDreamGenerationMixin:
             base.pop("_from_model_config", None)
             generation_config = SoftMaskDreamGenerationConfig.from_dict(base)
         config = copy.deepcopy(generation_config)
-        if "nfe_budget" in kwargs and "steps" in kwargs and kwargs["nfe_budget"] is not None:
+        if kwargs.get("nfe_budget") is not None and kwargs.get("steps") is not None:
             raise ValueError(f"got steps={kwargs['steps']} and nfe_budget={kwargs['nfe_budget']}; pass only one.")
-        if "steps" in kwargs:
+        if kwargs.get("steps") is not None:
             config.nfe_budget = None  # steps passed for this call win over a stored budget
         unknown = config.update(**kwargs)
         if unknown:
@@ -256,6 +309,7 @@ class SoftMaskDreamGenerationMixin:
                 f"mask_token_id={config.mask_token_id} differs from the model's {self.config.mask_token_id}; "
                 "the model only soft-masks its own mask id."
             )
+        config.validate()
         return config
 
     def _prepare_canvas(self, inputs, attention_mask, config, explicit_max_length: bool):
@@ -283,9 +337,9 @@ class SoftMaskDreamGenerationMixin:
             attention_mask = torch.cat([attention_mask, torch.ones_like(masks, dtype=attention_mask.dtype)], dim=1)
         return x, attention_mask, prompt_length
 
-    def _resolve_decoding(self, config, new_tokens: int) -> None:
-        """Fix steps, SM settings and the sampling vocabulary for this call (on the copied config)."""
-        config.steps = resolve_steps(config, new_tokens)
+    def _resolve_decoding(self, config, new_tokens: int, stored_steps: bool) -> None:
+        """Fix steps, SM settings and the sampling vocabulary for this call (on the validated copy)."""
+        config.steps = resolve_steps(config, new_tokens, stored_default=stored_steps)
         if config.soft_masking is None:
             config.soft_masking = bool(self.config.sm_enabled)
         if config.soft_masking and not self.config.sm_enabled:
@@ -299,91 +353,6 @@ class SoftMaskDreamGenerationMixin:
                 f"tokenizer_vocab_size={config.tokenizer_vocab_size} must lie in ({config.mask_token_id}, "
                 f"{self.config.vocab_size}]: pass len(tokenizer)."
             )
-        config.validate()
-
-    def _diffusion_sample(self, x, attention_mask, prompt_length, config, tokens_hook, logits_hook, generator):
-        """The denoising loop: `steps` forward passes, unmasking and SM feedback in between."""
-        if uses_fast_decoding(config):
-            return block_diffusion_sample(self, x, attention_mask, prompt_length, config, tokens_hook, logits_hook,
-                                          generator)
-        algorithm = get_unmasking_algorithm(config.alg)
-        timesteps = diffusion_timesteps(config.steps, config.eps, device=x.device)
-        eos_ids = torch.tensor(_as_list(config.eos_token_id), dtype=x.dtype, device=x.device)
-        x = tokens_hook(None, x, None) if tokens_hook is not None else x
-        full = tokens_hook is not None or logits_hook is not None  # hooks see (b, l, V) logits, as in Dream
-        feedback, history, trace, nfe = None, [], [], 0
-        for step in range(config.steps):
-            masked = x == config.mask_token_id  # (b, l)
-            raw, rows, logits = self._denoiser_rows(x, attention_mask, masked, feedback, step, logits_hook, full)
-            nfe += 1
-            plan = StepPlan(
-                counts=tokens_to_unmask(masked.sum(-1), timesteps, step),
-                transfer_prob=transfer_probability(timesteps, step),
-                alg_temp=config.alg_temp,
-                generator=generator,
-            )
-            x = unmask_step(x, masked, rows, algorithm, plan, config)
-            x = tokens_hook(step, x, logits) if tokens_hook is not None else x
-            done = config.stop_when_finished and bool(finished_rows(x, prompt_length, config.mask_token_id, eos_ids).all())
-            if done and len(eos_ids):
-                x = x.masked_fill(x == config.mask_token_id, int(eos_ids[0]))  # only after every row's first eos
-            feedback = None
-            if config.soft_masking and step < config.steps - 1 and not done:
-                feedback = self._next_feedback(raw, masked, x, step + 1, config)
-            if config.output_history:
-                history.append(x.clone())
-                trace.append(self._trace_step(feedback))
-            if done:
-                break
-        return x, history, trace, nfe
-
-    def _denoiser_rows(self, x, attention_mask, masked, feedback, step, logits_hook, full: bool):
-        """One forward pass. Returns the raw shift-aligned logit rows at masked positions (n, V), the
-        rows to sample from (after the logits hook) and, if `full`, the (b, l, V) logits for hooks;
-        otherwise the LM head runs at masked positions only."""
-        if not full:
-            raw = self(x, attention_mask, sm_feedback=feedback, target_mask=masked).logits  # (n, V)
-            return raw, raw, None
-        from .modeling_sm_dream import shift_right  # deferred: modeling imports this module
-
-        logits = shift_right(self(x, attention_mask, sm_feedback=feedback).logits)  # (b, l, V)
-        raw = logits[masked]  # a copy: the hook may edit `logits` in place
-        if logits_hook is not None:
-            logits = logits_hook(step, x, logits)
-        return raw, logits[masked], logits
-
-    def _next_feedback(self, raw_rows, masked, x, next_step: int, config) -> Optional[SoftMaskFeedback]:
-        """SM feedback for the positions still masked after this step, scaled by the schedule."""
-        scale = schedule_factor(config.sm_schedule, next_step, config.steps, config.sm_threshold)
-        still = masked & (x == config.mask_token_id)  # (b, l)
-        if scale == 0.0 or not bool(still.any()):
-            return None
-        feedback = feedback_from_logits(raw_rows, masked, k=self.config.sm_top_k,
-                                        full_vocab=self.config.sm_full_vocab, chunk_size=rows_per_chunk(raw_rows))
-        return select_feedback(feedback, still).with_scale(scale)
-
-    def _trace_step(self, feedback: Optional[SoftMaskFeedback]) -> Optional[SoftMaskTraceStep]:
-        """What the next pass receives: top candidate and applied lambda per soft position."""
-        return trace_step(feedback, self.soft_mask)
-
-
-def unmask_step(x, masked, rows, algorithm, plan: StepPlan, config) -> torch.Tensor:
-    """Commit the selected masked positions of `x` to their sampled tokens (a new tensor).
-
-    rows: (n, V) logits at the `masked` positions (row-major). Confidences are float32.
-    """
-    candidates, confidences = [], []
-    for part in rows.split(rows_per_chunk(rows)):  # cache-sized chunks of (c, V) rows
-        part = suppress_tokens(part, config.mask_token_id, config.tokenizer_vocab_size)  # float32 copy
-        x0, probs = sample_tokens(part, config.temperature or 0.0, config.top_p, config.top_k, plan.generator)
-        candidates.append(x0)
-        confidences.append(algorithm.confidence(probs, x0, plan.generator))
-    confidence = torch.full(x.shape, float("-inf"), device=x.device)  # (b, l) float32
-    proposal = torch.full_like(x, -1)
-    if candidates:
-        confidence[masked], proposal[masked] = torch.cat(confidences), torch.cat(candidates)
-    chosen = algorithm.select(confidence, masked, plan)  # (b, l) bool
-    return torch.where(chosen, proposal, x)
 
 
 def _check_left_padding(attention_mask: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
@@ -393,9 +362,3 @@ def _check_left_padding(attention_mask: torch.Tensor, inputs: torch.Tensor) -> t
     if bool((mask[:, 1:] < mask[:, :-1]).any()):
         raise ValueError("attention_mask has padding on the right; tokenize with padding_side='left'.")
     return mask
-
-
-def _as_list(ids) -> List[int]:
-    if ids is None:
-        return []
-    return [int(i) for i in ids] if isinstance(ids, (list, tuple)) else [int(ids)]

@@ -23,14 +23,16 @@ from transformers.utils import logging
 
 from .configuration_sm_dream import SoftMaskDreamConfig
 from .generation_utils import SoftMaskDreamGenerationMixin
+from .positions import default_position_ids, shift_right  # noqa: F401 (public here too)
 from .soft_masking import SoftMaskFeedback, SoftMaskParams, soft_masked_embeddings
 
 # Every other carried module, named here too: transformers 4.x copies into its module cache only the
 # files that the modeling file itself imports relatively (not their imports in turn), so a saved
 # checkpoint would fail to load there without these lines. tests/test_modeling.py keeps the list complete.
-from .block_generation import BlockDecoder  # noqa: F401, E402
+from .block_generation import plan_blocks  # noqa: F401, E402
 from .cache import make_kv_cache  # noqa: F401, E402
 from .decoding_trace import trace_step  # noqa: F401, E402
+from .denoising import denoise  # noqa: F401, E402
 from .remasking import get_remasking_schedule  # noqa: F401, E402
 from .unmasking import get_unmasking_algorithm  # noqa: F401, E402
 
@@ -42,15 +44,6 @@ LOAD_REPORT_LOGGERS = ("transformers.modeling_utils", "transformers.utils.loadin
 
 def _errors_only(record: std_logging.LogRecord) -> bool:
     return record.levelno >= std_logging.ERROR
-
-
-def shift_right(x: torch.Tensor) -> torch.Tensor:
-    """Dream's alignment: row j of the result is row j-1 of `x` (row 0 kept), along dim 1.
-
-    Dream predicts the token at position j from the hidden state at j-1. Every consumer of logits
-    (loss, generation, SM feedback) goes through this one function.
-    """
-    return torch.cat([x[:, :1], x[:, :-1]], dim=1)
 
 
 class DreamRMSNorm(nn.Module):
@@ -222,14 +215,6 @@ def prepare_attention_mask(attention_mask, batch: int, q_len: int, kv_len: int) 
     if q_len == kv_len:
         mask = mask | torch.eye(q_len, dtype=torch.bool, device=mask.device)
     return mask
-
-
-def default_position_ids(attention_mask, batch: int, length: int, offset: int, device) -> torch.Tensor:
-    """Dream's positions: left padding does not shift the real tokens (cumsum of the 2D mask - 1)."""
-    if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2 and not bool(attention_mask.all()):
-        pos = attention_mask.long().cumsum(-1) - 1
-        return pos.masked_fill(attention_mask == 0, 1)[:, -length:]
-    return torch.arange(offset, offset + length, device=device).unsqueeze(0).expand(batch, length)
 
 
 class SoftMaskDreamPreTrainedModel(PreTrainedModel):
