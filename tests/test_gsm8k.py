@@ -1,5 +1,5 @@
 """GSM8k answer extraction: what chat models write, the dataset's own gold answers (a sample here,
-the whole test split when SM_DREAM_GSM8K_FILE points to it), and shifted answers scored wrong."""
+all 1,319 problems of the test split, shipped in tests/data/), and shifted answers scored wrong."""
 
 import json
 import os
@@ -9,7 +9,7 @@ import pytest
 
 from sm_dream.evaluation.gsm8k_answers import extract_answer, gold_answer, is_correct
 
-SAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "gsm8k_test_sample.jsonl")
+TEST_SPLIT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "gsm8k_test.jsonl")
 GOLD = "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\nShe makes 9 * 2 = $<<9*2=18>>18 every day.\n#### 18"
 
 
@@ -72,12 +72,8 @@ def check_split(path):
     return len(data), wrong, equal
 
 
-def test_sample_of_the_test_split():
-    assert check_split(SAMPLE) == (20, 20, 0)
-
-
-@pytest.mark.skipif(not os.environ.get("SM_DREAM_GSM8K_FILE"), reason="set SM_DREAM_GSM8K_FILE to GSM8k's test.jsonl")
 def test_whole_test_split():
-    problems, wrong, equal = check_split(os.environ["SM_DREAM_GSM8K_FILE"])
-    print(f"GSM8k {problems} problems: every gold answer correct; shifted answers wrong {wrong}, equal values {equal}")
-    assert problems == 1319 and wrong + equal == problems
+    problems, wrong, equal = check_split(TEST_SPLIT)
+    # every gold answer (as written, "The answer is N.", \boxed{N}) scores correct; the next problem's
+    # answer scores wrong unless the two numbers are equal (15 neighbouring pairs are)
+    assert (problems, wrong, equal) == (1319, 1304, 15)

