@@ -7,13 +7,13 @@ import torch
 
 from sm_dream.training.data import (
     ChatPreprocessor,
-    DataSource,
     DiffusionDataCollator,
-    build_datasets,
     load_local_chat_files,
     preprocess,
+    read_chat_file,
     split_conversation,
 )
+from sm_dream.training.mixture import DataSource, build_datasets
 from sm_dream.tiny import DREAM_EOS_ID, load_dream_tokenizer
 
 TINY_DATA = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "data" / "chat_tiny.jsonl"
@@ -61,7 +61,8 @@ HAND_MADE = [
     ([], "no_messages"),
     ([U("hi"), U("anyone?")], "no_assistant_message"),
     ([{"role": "system", "content": "s"}, A(ANSWER)], "no_user_message"),
-    ("{not json", "invalid_json"),
+    ("[{not json", "invalid_json"),
+    ("plain text, not a list", "not_a_list"),
 ]
 
 

@@ -35,7 +35,9 @@ def test_binary_baseline_is_the_same_recipe_with_sm_off(sm, binary):
     assert a["p_sm"] == 0.5 and b["p_sm"] == 0.0 and b["model_config_overrides"] == {"sm_enabled": False}
     assert (a["lora_r"], a["lora_alpha"], a["learning_rate"], a["sm_learning_rate"]) == (16, 16, 1e-5, 1e-2)
     assert a["lora_target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj"]
-    assert a["per_device_train_batch_size"] * a["gradient_accumulation_steps"] == 8
+    assert a["global_batch_size"] == 8 and "gradient_accumulation_steps" not in a
+    assert 8 % (8 * a["per_device_train_batch_size"]) == 0  # divides over 1, 2, 4 and 8 GPUs
+    assert a["max_length"] == 4096 and a["max_context_tokens"] == 2048
 
 
 def test_recipe_flags_win_over_yaml_and_unknown_keys_fail(tmp_path):
@@ -63,7 +65,7 @@ def test_deepspeed_configs_validate(stage):
     filled.trainer_config_process(training_args)
     ds = DeepSpeedConfig(filled.config)
     assert ds.zero_optimization_stage == stage and ds.gradient_clipping == 7.0
-    assert ds.gradient_accumulation_steps == 4 and ds.train_micro_batch_size_per_gpu == 2
+    assert ds.gradient_accumulation_steps == 8 and ds.train_micro_batch_size_per_gpu == 1  # one process
     if stage == 3:
         assert ds.zero_config.gather_16bit_weights_on_model_save
     typo = json.loads(json.dumps(filled.config))
