@@ -171,3 +171,126 @@ def test_deepspeed_zero_matches_a_plain_run(tmp_path, stage):
     for a, b in zip(ds, plain):
         assert a == pytest.approx(b, rel=1e-4)
     assert (tmp_path / "ds" / "merged" / "model.safetensors").exists()
+
+
+# ---- checks before anything loads ---------------------------------------------------------------
+
+def _yaml(tmp_path, extra: str, name="recipe.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(TINY.read_text().replace("data/chat_tiny.jsonl", str(RECIPES / "tiny" / "data" / "chat_tiny.jsonl"))
+                    + "\n" + extra + "\n")
+    return path
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("max_steps: four", r"recipe.yaml: max_steps: 'four' is not an int"),
+    ("save_strategy: no", r"recipe.yaml: save_strategy: False is not one of .*quote it"),
+    ("use_cpu: maybe", r"recipe.yaml: use_cpu: 'maybe' is not true or false"),
+    ("learning_rate: [1]", r"recipe.yaml: learning_rate: \[1\] is not a float"),
+    ("lerning_rate: 1.0", r"unknown keys \['lerning_rate'\] \(lerning_rate: did you mean 'learning_rate'\?\)"),
+])
+def test_yaml_value_errors_name_the_file_and_key(tmp_path, extra, message):
+    with pytest.raises(ValueError, match=message):
+        parse_args(["--config", str(_yaml(tmp_path, extra))])
+
+
+def test_yaml_numbers_written_as_text_are_read(tmp_path):
+    _, training_args, _ = parse_args(["--config", str(_yaml(tmp_path, "learning_rate: 1e-5\nmax_steps: 3"))])
+    assert training_args.learning_rate == 1e-5 and training_args.max_steps == 3  # YAML reads 1e-5 as text
+
+
+def test_yaml_input_paths_resolve_against_the_yaml(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data_args, training_args, _ = parse_args(["--config", str(TINY)])
+    assert data_args.data_files == [str(RECIPES / "tiny" / "data" / "chat_tiny.jsonl")]
+    assert training_args.output_dir == "outputs/tiny_sm"  # outputs stay relative to the working directory
+    mixture = tmp_path / "sub" / "mix.yaml"
+    mixture.parent.mkdir()
+    (mixture.parent / "a.jsonl").write_text("{}\n")
+    mixture.write_text("tiny: true\ndataset_mixture:\n  - {data_files: a.jsonl}\n  - HuggingFaceTB/smoltalk\n")
+    data_args, _, _ = parse_args(["--config", str(mixture), "--use_cpu", "true"])
+    assert [s.data_files for s in data_args.sources()] == [str(mixture.parent / "a.jsonl"), None]
+    assert data_args.sources()[1].path == "HuggingFaceTB/smoltalk"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--finetuning", "doraa"], r"finetuning='doraa' is unknown \(did you mean 'dora'\?\)"),
+    (["--lora_target_modules", "q_projj", "v_proj"], r"'q_projj' matches no Linear layer .*did you mean 'q_proj'"),
+    (["--data_files", "nowhere.jsonl"], r"data file nowhere.jsonl does not exist"),
+    (["--data_files", "train.csv"], r"must be a .json, .jsonl or .parquet file"),
+    (["--model_config_overrides", '{"sm_topk": 2}'], r"unknown config field 'sm_topk' \(did you mean 'sm_top_k'\?\)"),
+    (["--dataset_mixture", '[{"data_files": "x.jsonl", "splitt": "train"}]'], r"unknown keys \['splitt'\]"),
+    (["--model_config_overrides", '{"sm_enabled": false}'], "sm_enabled=False"),
+])
+def test_bad_arguments_fail_before_the_model_or_data_load(tmp_path, monkeypatch, flags, message):
+    from sm_dream.training import finetune
+
+    def never(*args, **kwargs):
+        raise AssertionError("loaded although the arguments were bad")
+
+    monkeypatch.setattr(finetune, "load_model", never)
+    monkeypatch.setattr(finetune, "build_data", never)
+    monkeypatch.setattr(finetune, "load_tokenizer", never)
+    recipe = _without_data_files(tmp_path) if "--dataset_mixture" in flags else str(TINY)
+    argv = ["--config", recipe, "--output_dir", str(tmp_path / "run"), *flags]
+    with pytest.raises(ValueError, match=message):
+        finetune.main(*parse_args(argv))
+    assert not (tmp_path / "run").exists()
+
+
+def _without_data_files(tmp_path) -> str:
+    text = "\n".join(line for line in TINY.read_text().splitlines() if not line.startswith("data_files"))
+    path = tmp_path / "no_data.yaml"
+    path.write_text(text + "\n")
+    return str(path)
+
+
+def test_an_unreachable_model_id_is_named(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    from sm_dream.training.configs import ModelArguments
+    from sm_dream.training.validation import load_model_config
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match=r"(?s)model_name_or_path='no-such-org/no-such-model'.*Offline\?"):
+        load_model_config(ModelArguments(model_name_or_path="no-such-org/no-such-model"))
+
+
+@pytest.mark.parametrize("world, per_device, expected", [(1, 1, 8), (2, 1, 4), (4, 1, 2), (8, 1, 1), (1, 2, 4),
+                                                         (2, 2, 2), (4, 2, 1)])
+def test_gradient_accumulation_is_derived_from_the_global_batch(world, per_device, expected):
+    from sm_dream.training.configs import gradient_accumulation_for
+
+    assert gradient_accumulation_for(8, world, per_device) == expected
+    assert gradient_accumulation_for(8, world, per_device, given=expected) == expected
+
+
+def test_global_batch_errors_and_the_launched_process_count(monkeypatch):
+    from sm_dream.training import configs
+
+    with pytest.raises(ValueError, match=r"global_batch_size=8 is not a multiple of 8 processes x per_device_train_batch_size=2 = 16"):
+        configs.gradient_accumulation_for(8, 8, 2)
+    with pytest.raises(ValueError, match="gradient_accumulation_steps=4 contradicts global_batch_size=8"):
+        configs.gradient_accumulation_for(8, 4, 1, given=4)
+    for world, steps in ((1, 2), (2, 1)):  # the tiny recipe: global 4, 2 per device
+        monkeypatch.setattr(configs, "launch_world_size", lambda world=world: world)
+        _, training_args, _ = parse_args(["--config", str(TINY)])
+        assert training_args.gradient_accumulation_steps == steps
+    monkeypatch.setattr(configs, "launch_world_size", lambda: 8)
+    with pytest.raises(ValueError, match="global_batch_size=8 is not a multiple"):
+        parse_args(["--config", str(PAIRS[0][0]), "--use_cpu", "true", "--bf16", "false",
+                    "--per_device_train_batch_size", "2"])
+
+
+def test_bare_recipe_script_prints_a_usage_and_help_leads_with_config():
+    script = str(RECIPES / "finetune_dream_coder.py")
+    proc = subprocess.run([sys.executable, script], capture_output=True, text=True, env=ONE_THREAD_ENV, timeout=300)
+    assert proc.returncode == 2 and "--config RECIPE.yaml" in proc.stderr
+    assert "recipes/tiny/sft_sm_tiny.yaml" in proc.stderr and "recipes/dream_coder/sft_sm_dora.yaml" in proc.stderr
+    proc = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, env=ONE_THREAD_ENV,
+                          timeout=300)
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 0 and len(lines) < 120, len(lines)
+    assert "--config" in lines[0] + lines[2] and any("--p_sm" in line for line in lines)
+    assert any("--global_batch_size" in line for line in lines) and "--help-all" in proc.stdout
