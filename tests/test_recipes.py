@@ -294,3 +294,118 @@ def test_bare_recipe_script_prints_a_usage_and_help_leads_with_config():
     assert proc.returncode == 0 and len(lines) < 120, len(lines)
     assert "--config" in lines[0] + lines[2] and any("--p_sm" in line for line in lines)
     assert any("--global_batch_size" in line for line in lines) and "--help-all" in proc.stdout
+
+
+# ---- output folder, resume, export --------------------------------------------------------------
+
+RUN_FLAGS = ["--max_steps", "2", "--save_steps", "1", "--eval_strategy", "no", "--max_train_samples", "64"]
+
+
+def _train(out: Path, *extra):
+    from sm_dream.training.finetune import main
+
+    argv = ["--config", str(TINY), "--output_dir", str(out), "--export_dir", str(out / "merged"), *RUN_FLAGS, *extra]
+    return main(*parse_args(argv), recipe=str(TINY))
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size) for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished") / "run"
+    trainer = _train(out)
+    assert trainer.state.global_step == 2
+    return out
+
+
+def test_rerunning_a_finished_run_changes_nothing_and_a_changed_config_is_refused(finished_run, monkeypatch):
+    from sm_dream.training import finetune
+
+    before = _snapshot(finished_run)
+    assert _train(finished_run) is None  # "already finished": exit 0, nothing written
+    assert _snapshot(finished_run) == before
+    monkeypatch.setattr(finetune, "load_model", lambda *a, **k: pytest.fail("loaded the model"))
+    with pytest.raises(ValueError, match=r"different arguments \(p_sm: 0.5 -> 0.0\).*--overwrite_output_dir"):
+        _train(finished_run, "--p_sm", "0")
+    with pytest.raises(ValueError, match=r"finetuning: 'dora' -> 'full'"):
+        _train(finished_run, "--finetuning", "full")
+    assert _snapshot(finished_run) == before
+    saved = yaml.safe_load((finished_run / "run_config.yaml").read_text())
+    assert saved["p_sm"] == 0.5 and saved["effective_batch_size"] == 4 and saved["recipe"] == str(TINY)
+
+
+def test_an_interrupted_run_resumes_from_the_newest_complete_checkpoint(finished_run, tmp_path, caplog):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    (run / "trainer_state.json").unlink()  # not finished: it was cut after checkpoint-2 ...
+    weights = run / "checkpoint-2" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])  # ... and checkpoint-2 is truncated
+    (run / "checkpoint-3").mkdir()  # an empty folder left by a kill during the next save
+    shutil.rmtree(run / "merged")
+    caplog.set_level("INFO")
+    trainer = _train(run)
+    assert trainer.state.global_step == 2
+    log = caplog.text
+    assert "skipping incomplete checkpoint" in log and "checkpoint-3 (no trainer_state.json)" in log
+    assert "checkpoint-2 (adapter_model.safetensors is truncated)" in log
+    assert f"resuming the run in {run} from {run / 'checkpoint-1'}" in log
+    assert "effective batch 4 = 1 processes x 2 per device x 2 gradient accumulation steps" in log
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    reference = json.loads((finished_run / "trainer_state.json").read_text())["log_history"]
+    assert losses == pytest.approx([e["loss"] for e in reference if "loss" in e], rel=1e-5)
+    assert (run / "merged" / "model.safetensors").exists()
+
+
+def test_overwrite_output_dir_starts_afresh(tmp_path):
+    from sm_dream.training.run_folder import RunPlan, plan_run, prepare_output_dir
+
+    run = tmp_path / "run"
+    (run / "checkpoint-7").mkdir(parents=True)
+    (run / "checkpoint-7" / "trainer_state.json").write_text('{"global_step": 7}')
+    with pytest.raises(ValueError, match="holds a run without run_config.yaml"):
+        plan_run(str(run), {"p_sm": 0.5})
+    plan = plan_run(str(run), {"p_sm": 0.5}, overwrite=True)
+    assert plan == RunPlan("fresh", clean=True)
+    prepare_output_dir(str(run), plan, {"p_sm": 0.5})
+    assert sorted(p.name for p in run.iterdir()) == ["run_config.yaml"]
+    assert plan_run(str(run), {"p_sm": 0.5}) == RunPlan("fresh")  # nothing saved yet: starts again
+    assert plan_run(str(run), {"p_sm": 0.5, "logging_steps": 3, "output_dir": "elsewhere"}) == RunPlan("fresh")
+
+
+def test_exports_carry_model_cards_and_refuse_to_replace_another_model(finished_run, tmp_path):
+    import shutil
+
+    from sm_dream.cli import main as cli
+
+    card = (finished_run / "merged" / "README.md").read_text()
+    front = yaml.safe_load(card.split("---")[1])
+    base = str(finished_run / "base_model")
+    assert front["base_model"] == base and front["sm_dream_source"] == str(finished_run)
+    state = json.loads((finished_run / "trainer_state.json").read_text())
+    sm = [e for e in state["log_history"] if "sm/w_s" in e][-1]
+    for name in ("w_s", "w_a", "w_b"):
+        assert f"{name} = {sm['sm/' + name]:.4f}" in card
+    assert "| optimizer steps | 2 |" in card and "| k (sm_top_k) | 3 |" in card and "64 kept of 64" in card
+    assert "AutoModel.from_pretrained" in card and str(TINY) in card
+    adapter_card = yaml.safe_load((finished_run / "README.md").read_text().split("---")[1])
+    assert adapter_card["base_model"] == base
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text("{}")
+    with pytest.raises(SystemExit, match=f"export folder {other} already holds files .* pass --overwrite"):
+        cli(["export", str(finished_run), str(other)])
+    moved = tmp_path / "moved"  # the run folder moved: its adapter config names the old base_model/ path
+    shutil.copytree(finished_run, moved, ignore=shutil.ignore_patterns("merged"))
+    config = json.loads((moved / "adapter_config.json").read_text())
+    (moved / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "/gone/run/base_model"}))
+    cli(["export", str(moved), str(tmp_path / "m0")])  # the tiny base moved with the run: found there
+    shutil.rmtree(moved / "base_model")
+    with pytest.raises(SystemExit, match=r"was the run folder moved\?.*--base_model"):
+        cli(["export", str(moved), str(tmp_path / "m1")])
+    cli(["export", str(moved), str(other), "--base_model", base, "--overwrite"])
+    assert yaml.safe_load((other / "README.md").read_text().split("---")[1])["sm_dream_source"] == str(moved)
+    cli(["export", str(moved), str(other), "--base_model", base])  # the same run again: allowed
