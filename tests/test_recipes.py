@@ -139,6 +139,7 @@ def _run_tiny(out: Path, launcher, *extra, env=None, timeout=900):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**ONE_THREAD_ENV, **(env or {})},
                           timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _run_tiny.stdout = proc.stdout
     return json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())["log_history"]
 
 
@@ -152,6 +153,8 @@ def test_accelerate_launch_two_cpu_processes(tmp_path):
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29561"]
     history = _run_tiny(tmp_path / "ddp", launcher)
+    # the tiny recipe's global_batch_size 4 over 2 processes x 2 per device: no accumulation
+    assert "effective batch 4 = 2 processes x 2 per device x 1 gradient accumulation steps" in _run_tiny.stdout
     steps = _sm_and_losses(history)
     assert len(steps) == 3 and all(loss == loss and loss > 0 for loss, *_ in steps)
     assert steps[-1][1] != steps[0][1]  # w_s trained

@@ -96,7 +96,7 @@ def test_full_finetuning_is_one_flag_away(tmp_path):
     assert all(p.requires_grad for p in model.parameters())
     groups = optimizer_groups(model, 1e-5, 1e-2, 0.0, [])
     assert [len(g["params"]) for g in groups] == [len(list(model.parameters())) - 3, 3]
-    with pytest.raises(ValueError, match=r"finetuning='qlora' is unknown; choose one of \['dora', 'lora', 'full'\]"):
+    with pytest.raises(ValueError, match=r"finetuning='qlora' is unknown \(did you mean 'lora'\?\); choose one of \['dora', 'lora', 'full'\]"):
         prepare_for_finetuning(model, "qlora")
 
 
