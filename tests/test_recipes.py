@@ -395,7 +395,7 @@ def test_exports_carry_model_cards_and_refuse_to_replace_another_model(finished_
     assert "| optimizer steps | 2 |" in card and "| k (sm_top_k) | 3 |" in card and "64 kept of 64" in card
     assert "AutoModel.from_pretrained" in card and str(TINY) in card
     adapter_card = yaml.safe_load((finished_run / "README.md").read_text().split("---")[1])
-    assert adapter_card["base_model"] == base
+    assert adapter_card["base_model"] == base and f"base_model:adapter:{base}" in adapter_card["tags"]
     other = tmp_path / "other"
     other.mkdir()
     (other / "config.json").write_text("{}")

@@ -288,4 +288,11 @@ def parse_args(argv=None, defaults: Optional[dict] = None):
         raise ValueError(f"{known.config or 'defaults'}: unknown keys {unknown}{' (' + hint + ')' if hint else ''}; "
                          "see `--help` for the valid keys.")
     parser.set_defaults(**check_recipe_types(values, parser, known.config or "defaults"))
-    return parser.parse_args_into_dataclasses(args=rest)
+    try:
+        return parser.parse_args_into_dataclasses(args=rest)
+    except ValueError as err:
+        if "bf16" not in str(err):
+            raise
+        raise ValueError(f"{err}\n{known.config or 'This run'} asks for bf16 on a machine without a GPU that supports "
+                         "it: for a CPU run use recipes/tiny/sft_sm_tiny.yaml, or pass --bf16 false --use_cpu true."
+                         ) from None

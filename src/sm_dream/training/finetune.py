@@ -134,7 +134,7 @@ def main(data_args: DataArguments, training_args: SMTrainingArguments, model_arg
     train, valid = build_data(data_args, tokenizer, training_args)
     model = load_model(model_args, config, training_args.seed)
     base_path = _base_model_path(model, model_args, training_args, fresh=plan.action == "fresh")
-    model.config.name_or_path = base_path  # the adapter card's base_model
+    model.name_or_path = model.config.name_or_path = base_path  # the adapter card names its base model
     model = prepare_for_finetuning(model, model_args.finetuning, model_args.lora_r, model_args.lora_alpha,
                                    model_args.lora_dropout, model_args.lora_target_modules)
     if hasattr(model, "peft_config"):
