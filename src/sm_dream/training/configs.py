@@ -179,7 +179,8 @@ def _resolve(value, folder: Path, must: bool):
     if not isinstance(value, str) or os.path.isabs(value) or value.startswith(("{", "[")):
         return value
     candidate = folder / value
-    return str(candidate) if must or candidate.exists() else value
+    local_file = value.endswith((".json", ".jsonl", ".parquet"))  # never a hub name
+    return str(candidate) if must or local_file or candidate.exists() else value
 
 
 def resolve_recipe_paths(values: dict, folder: Path) -> dict:
@@ -227,7 +228,8 @@ def _check_one(action, source: str, key: str, value):
             return value
         raise _type_error(source, key, value, "true or false")
     if kind in (int, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)) or (kind is int and isinstance(value, float)):
+        wrong = isinstance(value, bool) or not isinstance(value, (int, float, str))
+        if wrong or (kind is int and isinstance(value, float)):
             raise _type_error(source, key, value, f"a{'n' if kind is int else ''} {kind.__name__}")
         try:
             return kind(value)

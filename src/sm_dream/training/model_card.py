@@ -61,7 +61,9 @@ def model_card(source: str, base_model: str, config, sm_values: dict, export_dir
         with open(os.path.join(run, "run_config.yaml")) as f:
             run_config = yaml.safe_load(f) or {}
     state = _read_json(os.path.join(source, "trainer_state.json")) or {}
-    k = "full vocabulary (tau = {:.4g})".format(sm_values["tau"]) if "tau" in sm_values else getattr(config, "sm_top_k", "?")
+    k = getattr(config, "sm_top_k", "?")
+    if "tau" in sm_values:
+        k = f"full vocabulary (tau = {sm_values['tau']:.4g})"
     front = {"base_model": base_model, "library_name": "transformers", "pipeline_tag": "text-generation",
              "tags": ["sm_dream", "soft-masking", "diffusion-language-model", "dream"],
              "sm_dream_source": os.path.abspath(source)}
@@ -75,7 +77,8 @@ def model_card(source: str, base_model: str, config, sm_values: dict, export_dir
             ("effective batch", str(run_config.get("effective_batch_size", "?"))),
             ("training data", _data_lines(_read_json(os.path.join(run, "data_stats.json"))))]
     table = "\n".join(["| | |", "| --- | --- |"] + [f"| {a} | {b} |" for a, b in rows])
-    return (f"---\n{yaml.safe_dump(front, sort_keys=False)}---\n\n# Soft-masked Dream: {os.path.basename(os.path.abspath(export_dir))}\n\n"
+    name = os.path.basename(os.path.abspath(export_dir))
+    return (f"---\n{yaml.safe_dump(front, sort_keys=False)}---\n\n# Soft-masked Dream: {name}\n\n"
             f"A Dream masked diffusion language model finetuned with soft-masking (SM; paper: *Soft-Masked Diffusion "
             f"Language Models*): each masked position's input blends the [MASK] embedding with the embeddings of the "
             f"top-k predicted tokens, weighted by lambda = w_s sigmoid(w_a (-H - w_b)) of the prediction entropy H.\n\n"
