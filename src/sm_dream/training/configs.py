@@ -78,7 +78,8 @@ class DataArguments:
     max_context_tokens: int = field(default=2048, metadata={"help": "Drop records with a longer context."})
     min_response_tokens: int = field(default=5, metadata={"help": "Drop records with a shorter response."})
     max_eos_pad: int = field(default=50, metadata={"help": "n ~ U{0..max_eos_pad} eos appended per response."})
-    max_length: Optional[int] = field(default=None, metadata={"help": "Cut examples longer than this (right)."})
+    max_length: Optional[int] = field(default=None, metadata={
+        "help": "Cap on prompt + answer + eos tokens: longer examples are cut at the right, dropped if no answer is left."})
     preprocessing_num_workers: Optional[int] = field(default=None, metadata={"help": "Processes for the map."})
 
     def __post_init__(self):
@@ -263,7 +264,7 @@ def check_recipe_types(values: dict, parser: argparse.ArgumentParser, source: st
     return out
 
 
-def parse_args(argv=None, defaults: Optional[dict] = None):
+def parse_args(argv=None, defaults: Optional[dict] = None, prog: str = "sm-dream train"):
     """(data_args, training_args, model_args) from `--config recipe.yaml`, `defaults` and CLI flags."""
     from .recipe_help import print_help
 
@@ -275,7 +276,7 @@ def parse_args(argv=None, defaults: Optional[dict] = None):
     known, rest = pre.parse_known_args(argv)
     parser = HfArgumentParser(ARGUMENT_CLASSES)
     if known.help or known.help_all:
-        print_help(parser, full=known.help_all)
+        print_help(parser, full=known.help_all, prog=prog)
         raise SystemExit(0)
     values = dict(defaults or {})
     if known.config:

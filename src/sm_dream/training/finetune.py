@@ -182,7 +182,7 @@ def run_recipe(recipes_dir=None, argv=None, prog=None):
     if not argv or (recipe_of(argv) is None and not {"-h", "--help", "--help-all"} & set(argv)):
         print(usage(prog, Path(recipes_dir) if recipes_dir else None), file=sys.stderr)
         raise SystemExit(2)
-    return main(*parse_args(argv), recipe=recipe_of(argv))
+    return main(*parse_args(argv, prog=prog), recipe=recipe_of(argv))
 
 
 if __name__ == "__main__":
