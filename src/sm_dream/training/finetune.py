@@ -86,6 +86,19 @@ def _base_model_path(model, model_args: ModelArguments, training_args: SMTrainin
     return path
 
 
+def _model_to_train(model_args: ModelArguments, training_args: SMTrainingArguments, config, fresh: bool):
+    """(the model wrapped for finetuning, the base model path its adapters merge into later)."""
+    model = load_model(model_args, config, training_args.seed)
+    base_path = _base_model_path(model, model_args, training_args, fresh)
+    model.name_or_path = model.config.name_or_path = base_path  # the adapter card names its base model
+    model = prepare_for_finetuning(model, model_args.finetuning, model_args.lora_r, model_args.lora_alpha,
+                                   model_args.lora_dropout, model_args.lora_target_modules)
+    if hasattr(model, "peft_config"):
+        model.peft_config["default"].base_model_name_or_path = base_path
+        model.print_trainable_parameters()
+    return model, base_path
+
+
 def _leave_zero3() -> None:
     """After a ZeRO-3 run, models loaded in this process would come back sharded (empty weights)."""
     from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled, unset_hf_deepspeed_config
@@ -132,14 +145,7 @@ def main(data_args: DataArguments, training_args: SMTrainingArguments, model_arg
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args)
     train, valid = build_data(data_args, tokenizer, training_args)
-    model = load_model(model_args, config, training_args.seed)
-    base_path = _base_model_path(model, model_args, training_args, fresh=plan.action == "fresh")
-    model.name_or_path = model.config.name_or_path = base_path  # the adapter card names its base model
-    model = prepare_for_finetuning(model, model_args.finetuning, model_args.lora_r, model_args.lora_alpha,
-                                   model_args.lora_dropout, model_args.lora_target_modules)
-    if hasattr(model, "peft_config"):
-        model.peft_config["default"].base_model_name_or_path = base_path
-        model.print_trainable_parameters()
+    model, base_path = _model_to_train(model_args, training_args, config, fresh=plan.action == "fresh")
     trainer = SoftMaskTrainer(
         model=model, args=training_args, train_dataset=train,
         eval_dataset=valid if training_args.eval_strategy != "no" else None,
