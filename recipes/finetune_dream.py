@@ -6,8 +6,8 @@ Usage:
     # the binary baseline: the same recipe with SM off
     accelerate launch recipes/finetune_dream.py --config recipes/dream/sft_binary_dora.yaml
 
-Any field of the YAML can be overridden on the command line (`--p_sm 0.8 --finetuning full`);
-without --config the SM DoRA recipe is used.
+--config is required (run without arguments for the list of shipped recipes); any key of the YAML
+can be overridden on the command line (`--p_sm 0.8 --max_steps 100`); `--help` lists the options.
 """
 
 from pathlib import Path
@@ -15,4 +15,4 @@ from pathlib import Path
 from sm_dream.training.finetune import run_recipe
 
 if __name__ == "__main__":
-    run_recipe(Path(__file__).parent / "dream" / "sft_sm_dora.yaml")
+    run_recipe(Path(__file__).parent)

@@ -9,8 +9,8 @@ Usage:
     # the tiny CPU run (random 2-layer model, shipped data)
     python recipes/finetune_dream_coder.py --config recipes/tiny/sft_sm_tiny.yaml
 
-Any field of the YAML can be overridden on the command line (`--p_sm 0.8 --finetuning full`);
-without --config the SM DoRA recipe is used.
+--config is required (run without arguments for the list of shipped recipes); any key of the YAML
+can be overridden on the command line (`--p_sm 0.8 --max_steps 100`); `--help` lists the options.
 """
 
 from pathlib import Path
@@ -18,4 +18,4 @@ from pathlib import Path
 from sm_dream.training.finetune import run_recipe
 
 if __name__ == "__main__":
-    run_recipe(Path(__file__).parent / "dream_coder" / "sft_sm_dora.yaml")
+    run_recipe(Path(__file__).parent)

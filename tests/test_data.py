@@ -7,13 +7,13 @@ import torch
 
 from sm_dream.training.data import (
     ChatPreprocessor,
-    DataSource,
     DiffusionDataCollator,
-    build_datasets,
     load_local_chat_files,
     preprocess,
+    read_chat_file,
     split_conversation,
 )
+from sm_dream.training.mixture import DataSource, build_datasets
 from sm_dream.tiny import DREAM_EOS_ID, load_dream_tokenizer
 
 TINY_DATA = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "data" / "chat_tiny.jsonl"
@@ -61,7 +61,8 @@ HAND_MADE = [
     ([], "no_messages"),
     ([U("hi"), U("anyone?")], "no_assistant_message"),
     ([{"role": "system", "content": "s"}, A(ANSWER)], "no_user_message"),
-    ("{not json", "invalid_json"),
+    ("[{not json", "invalid_json"),
+    ("plain text, not a list", "not_a_list"),
 ]
 
 
@@ -177,3 +178,64 @@ def test_data_source_rejects_unknown_keys():
         DataSource.parse({"path": "x", "splt": "train"})
     with pytest.raises(ValueError, match="needs `path` or `data_files`"):
         DataSource.parse({"name": "all"})
+
+
+def test_reader_counts_undecodable_and_blank_lines_and_parses_json_string_messages(tokenizer, tmp_path):
+    path = tmp_path / "chat.jsonl"
+    good = json.dumps({"messages": [U("hi"), A(ANSWER)]}).encode()
+    as_string = json.dumps({"messages": json.dumps([U("q"), A(ANSWER)])}).encode()  # messages as JSON text
+    bad_byte = b'{"messages": [{"role": "user", "content": "caf\xe9"}]}'  # latin-1 byte: not UTF-8
+    path.write_bytes(b"\n".join([good, b"", bad_byte, b"   ", as_string, good]) + b"\n")
+    statuses = [r["load_error"] for r in read_chat_file(str(path))]
+    assert statuses == [None, "blank_line", "undecodable_line", "blank_line", None, None]
+    ds, column = load_local_chat_files(str(path))
+    kept, counts = preprocess(ds, ChatPreprocessor(tokenizer), column)
+    assert len(kept) == 3 and counts["ok"] == 3
+    assert counts["blank_line"] == 2 and counts["undecodable_line"] == 1
+
+
+def test_json_array_file_and_empty_file(tokenizer, tmp_path):
+    array = tmp_path / "chat.json"
+    array.write_text(json.dumps([{"messages": [U("hi"), A(ANSWER)]}, {"text": "x"}]))
+    assert [r["load_error"] for r in read_chat_file(str(array))] == [None, "missing_messages"]
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(ValueError, match=f"data file {empty} is empty"):
+        load_local_chat_files(str(empty))
+    with pytest.raises(ValueError, match="does not exist"):
+        load_local_chat_files(str(tmp_path / "missing.jsonl"))
+
+
+def test_rows_without_a_response_token_after_the_cut_are_dropped_and_counted(tokenizer):
+    from datasets import Dataset
+
+    prompt = tokenizer.apply_chat_template([U("hi")], tokenize=False, add_generation_prompt=True)
+    prompt_len = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    ds = Dataset.from_dict({"messages": [json.dumps([U("hi"), A(ANSWER)]), json.dumps([U("hi"), A(ANSWER * 3)])]})
+    kept, counts = preprocess(ds, ChatPreprocessor(tokenizer, max_length=prompt_len), "messages")
+    assert len(kept) == 0 and counts["no_response_after_truncation"] == 2
+    kept, counts = preprocess(ds, ChatPreprocessor(tokenizer, max_length=prompt_len + 1), "messages")
+    assert len(kept) == 2 and counts["truncated"] == 2
+    assert all(len(ids) == prompt_len + 1 and start == prompt_len
+               for ids, start in zip(kept["input_ids"], kept["response_start"]))
+    with pytest.raises(ValueError, match="max_length=0"):
+        ChatPreprocessor(tokenizer, max_length=0)
+
+
+@pytest.mark.parametrize("text", ["ends <|im_end|> early", "a <|mask|> inside", "<|endoftext|> eos"])
+def test_special_token_strings_in_content_are_dropped_and_counted(tokenizer, text):
+    prep = ChatPreprocessor(tokenizer)
+    assert prep([U(text), A(ANSWER)], 0) == ("special_token_in_content", None)
+    assert prep([U("hi"), A(ANSWER + " " + text)], 0) == ("special_token_in_content", None)
+    assert prep([U("hi <im_end> fine"), A(ANSWER)], 0)[0] == "ok"
+
+
+def test_one_row_and_all_bad_files_fail_naming_the_file(tokenizer, tmp_path):
+    one = tmp_path / "one.jsonl"
+    one.write_text(json.dumps({"messages": [U("hi"), A(ANSWER)]}) + "\n")
+    with pytest.raises(ValueError, match=f"{one} holds a single record"):
+        build_datasets([DataSource(data_files=str(one))], ChatPreprocessor(tokenizer))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{oops\n\n" + json.dumps({"messages": [U("hi"), A("Hi.")]}) + "\n" + "[1]\n" * 20)
+    with pytest.raises(ValueError, match=rf"no usable train example .*{bad}.*'record_not_an_object': \d+"):
+        build_datasets([DataSource(data_files=str(bad))], ChatPreprocessor(tokenizer), holdout_fraction=0.1)

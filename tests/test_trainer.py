@@ -96,7 +96,7 @@ def test_full_finetuning_is_one_flag_away(tmp_path):
     assert all(p.requires_grad for p in model.parameters())
     groups = optimizer_groups(model, 1e-5, 1e-2, 0.0, [])
     assert [len(g["params"]) for g in groups] == [len(list(model.parameters())) - 3, 3]
-    with pytest.raises(ValueError, match=r"finetuning='qlora' is unknown; choose one of \['dora', 'lora', 'full'\]"):
+    with pytest.raises(ValueError, match=r"finetuning='qlora' is unknown \(did you mean 'lora'\?\); choose one of \['dora', 'lora', 'full'\]"):
         prepare_for_finetuning(model, "qlora")
 
 
@@ -187,7 +187,8 @@ def test_gradient_checkpointing_gives_the_same_gradients(tmp_path):
 def test_bf16_model_keeps_float32_sm_parameters(tmp_path):
     """lr 1e-2 steps on w would round away in bf16 (spacing 0.03 near s_raw = -5)."""
     from sm_dream.training.configs import ModelArguments
-    from sm_dream.training.finetune import load_model_and_tokenizer
+    from sm_dream.training.finetune import load_model
+    from sm_dream.training.validation import load_model_config
     from sm_dream.training.losses import sm_two_pass_loss
     from sm_dream.training.noise import sample_noise
     from sm_dream.resources import DREAM_FIXTURE
@@ -196,7 +197,7 @@ def test_bf16_model_keeps_float32_sm_parameters(tmp_path):
     SoftMaskDreamForDiffusionLM(small_vocab_config()).save_pretrained(tmp_path / "base")
     args = ModelArguments(model_name_or_path=str(tmp_path / "base"), torch_dtype="bfloat16",
                           tokenizer_name_or_path=str(DREAM_FIXTURE))
-    model, _ = load_model_and_tokenizer(args, seed=0)
+    model = load_model(args, load_model_config(args), seed=0)
     assert model.lm_head.weight.dtype == torch.bfloat16
     assert {p.dtype for p in model.soft_mask.parameters()} == {torch.float32}
     wrapped = prepare_for_finetuning(model, "dora", r=4, alpha=4)

@@ -2,11 +2,13 @@
 """Console entry points (`sm-dream <command>`), thin wrappers over the library.
 
     sm-dream train --config recipes/tiny/sft_sm_tiny.yaml [--p_sm 0.8 ...]
-    sm-dream export outputs/run/checkpoint-2000 outputs/run-merged [--base_model PATH]
+    sm-dream export outputs/run/checkpoint-2000 outputs/run-merged [--base_model PATH] [--overwrite]
 
 `export` merges a trained adapter (and the SM parameters saved with it) into its base model, or
 re-saves a fully finetuned checkpoint, as a standalone model that loads with
-`AutoModel.from_pretrained(dir, trust_remote_code=True)` where sm_dream is not installed.
+`AutoModel.from_pretrained(dir, trust_remote_code=True)` where sm_dream is not installed, with a
+model card (README.md). It refuses to replace a different model in the target folder without
+`--overwrite`; a moved run folder whose base model is gone needs `--base_model`.
 """
 
 import argparse
@@ -16,10 +18,9 @@ from typing import Callable, Dict, List, Optional
 
 def train(argv: List[str]) -> None:
     """Run the finetuning recipe given by --config (YAML) and flags."""
-    from .training.configs import parse_args
-    from .training.finetune import main
+    from .training.finetune import run_recipe
 
-    main(*parse_args(argv))
+    run_recipe(argv=argv, prog="sm-dream train")
 
 
 def export(argv: List[str]) -> None:
@@ -27,11 +28,18 @@ def export(argv: List[str]) -> None:
     parser = argparse.ArgumentParser(prog="sm-dream export", description=export.__doc__)
     parser.add_argument("checkpoint", help="training output_dir or checkpoint-N folder")
     parser.add_argument("output_dir")
-    parser.add_argument("--base_model", default=None, help="base model, if the adapter config lacks it")
+    parser.add_argument("--base_model", default=None,
+                        help="base model (hub id or folder) when the adapter config's is missing or moved")
+    parser.add_argument("--overwrite", action="store_true", help="replace a different model in output_dir")
     args = parser.parse_args(argv)
     from .training.export import export_standalone
 
-    print(f"standalone model written to {export_standalone(args.checkpoint, args.output_dir, base_model_path=args.base_model)}")
+    try:
+        path = export_standalone(args.checkpoint, args.output_dir, base_model_path=args.base_model,
+                                 overwrite=args.overwrite)
+    except ValueError as err:
+        raise SystemExit(f"sm-dream export: {err}") from None
+    print(f"standalone model written to {path}")
 
 
 COMMANDS: Dict[str, Callable[[List[str]], None]] = {"train": train, "export": export}

@@ -16,7 +16,11 @@ from typing import Callable, Dict, List, Optional
 
 from torch import nn
 
-SM_MODULE = "soft_mask"
+from .losses import unwrap_model
+
+SM_MODULE = "soft_mask"  # the model attribute holding w_s, w_a, w_b (a PEFT `modules_to_save` entry)
+SM_LEARNING_RATE = 1e-2  # the SM group's learning rate (paper A.2), the default of `sm_learning_rate`
+DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")  # paper A.2: adapters on attention q/k/v/o
 
 
 def is_sm_parameter(name: str) -> bool:
@@ -44,12 +48,20 @@ FINETUNING_MODES: Dict[str, Callable[..., nn.Module]] = {
 }
 
 
+def check_finetuning_mode(mode: str) -> None:
+    if mode not in FINETUNING_MODES:
+        from difflib import get_close_matches
+
+        close = get_close_matches(str(mode), FINETUNING_MODES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"finetuning={mode!r} is unknown{hint}; choose one of {list(FINETUNING_MODES)}.")
+
+
 def prepare_for_finetuning(model: nn.Module, mode: str = "dora", r: int = 16, alpha: int = 16, dropout: float = 0.0,
                            targets: Optional[List[str]] = None) -> nn.Module:
     """The model to hand to the trainer: wrapped with adapters, or with every weight trainable."""
-    if mode not in FINETUNING_MODES:
-        raise ValueError(f"finetuning={mode!r} is unknown; choose one of {list(FINETUNING_MODES)}.")
-    targets = targets or ["q_proj", "k_proj", "v_proj", "o_proj"]
+    check_finetuning_mode(mode)
+    targets = list(targets or DEFAULT_LORA_TARGETS)
     return FINETUNING_MODES[mode](model, r=r, alpha=alpha, dropout=dropout, targets=targets)
 
 
@@ -69,9 +81,7 @@ def optimizer_groups(model: nn.Module, learning_rate: float, sm_learning_rate: f
 
 def sm_module(model: nn.Module) -> nn.Module:
     """The module holding the SM parameters in use (PEFT's trained copy when wrapped)."""
-    while hasattr(model, "module"):  # DDP / DeepSpeed engine
-        model = model.module
-    module = getattr(model, SM_MODULE)
+    module = getattr(unwrap_model(model), SM_MODULE)
     copies = getattr(module, "modules_to_save", None)
     return copies[module.active_adapter if isinstance(module.active_adapter, str) else module.active_adapter[0]] \
         if copies is not None else module

@@ -4,20 +4,27 @@
     python recipes/finetune_dream_coder.py --config recipes/dream_coder/sft_sm_dora.yaml --p_sm 0.8
 
 The YAML holds flat keys, each the name of a field below or of `transformers.TrainingArguments`;
-it sets the defaults, flags on the command line win, and an unknown key in either fails (with the
-list of valid keys for the YAML).
+it sets the defaults and flags on the command line win. Everything is checked while parsing, before
+anything loads: an unknown key fails with the list of valid keys, a value of the wrong type names the
+YAML file and the key. Relative input paths in a YAML (`data_files`, mixture `path` / `data_files` /
+`eval_data_files`, `deepspeed`, and local model, tokenizer or dataset folders) are resolved against
+the YAML's folder; `output_dir` / `export_dir` stay relative to the working directory.
 """
 
 import argparse
 import json
+import os
+import sys
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import List, Optional
 
 from transformers import HfArgumentParser, TrainingArguments
+from transformers.hf_argparser import string_to_bool
 
-from .data import DataSource
+from .adapters import DEFAULT_LORA_TARGETS, SM_LEARNING_RATE
+from .mixture import DataSource
 
-DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
 def _json_or_value(value):
@@ -71,7 +78,8 @@ class DataArguments:
     max_context_tokens: int = field(default=2048, metadata={"help": "Drop records with a longer context."})
     min_response_tokens: int = field(default=5, metadata={"help": "Drop records with a shorter response."})
     max_eos_pad: int = field(default=50, metadata={"help": "n ~ U{0..max_eos_pad} eos appended per response."})
-    max_length: Optional[int] = field(default=None, metadata={"help": "Cut examples longer than this (right)."})
+    max_length: Optional[int] = field(default=None, metadata={
+        "help": "Cap on prompt + answer + eos tokens: longer examples are cut at the right, dropped if no answer is left."})
     preprocessing_num_workers: Optional[int] = field(default=None, metadata={"help": "Processes for the map."})
 
     def __post_init__(self):
@@ -97,16 +105,24 @@ class SMTrainingArguments(TrainingArguments):
 
     warmup_ratio is accepted on every release (transformers 5 takes it as a float `warmup_steps` < 1).
     ddp_find_unused_parameters defaults to True: the SM parameters get no gradient in a step where
-    no sample on any rank uses SM.
+    no sample on any rank uses SM. With `global_batch_size`, gradient_accumulation_steps is derived
+    from the number of launched processes (`WORLD_SIZE`), so one recipe trains with the same batch
+    on any GPU count.
     """
 
     p_sm: float = field(default=0.5, metadata={"help": "Probability that a sample gets the SM input (0 = binary)."})
     t_low: float = field(default=0.2, metadata={"help": "b_l: t ~ U(b_l, b_h)."})
     t_high: float = field(default=0.8, metadata={"help": "b_h: t ~ U(b_l, b_h)."})
-    sm_learning_rate: float = field(default=1e-2, metadata={"help": "Learning rate of w_s, w_a, w_b."})
+    sm_learning_rate: float = field(default=SM_LEARNING_RATE, metadata={"help": "Learning rate of w_s, w_a, w_b."})
     warmup_ratio: Optional[float] = field(default=None, metadata={"help": "Warmup as a fraction of the steps."})
     eval_noise_seed: int = field(default=1234, metadata={"help": "Seeds the validation noise per example."})
     export_dir: Optional[str] = field(default=None, metadata={"help": "Also write a merged standalone model here."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Start afresh where output_dir holds a finished or different run "
+                                         "(its checkpoints are deleted); without it such a run is refused."})
+    global_batch_size: Optional[int] = field(
+        default=None, metadata={"help": "Examples per optimizer step over all processes (the paper: 8); sets "
+                                        "gradient_accumulation_steps = global / (processes x per-device batch)."})
     learning_rate: float = field(default=1e-5, metadata={"help": "Learning rate of the adapters (or all weights)."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
     max_grad_norm: float = field(default=7.0, metadata={"help": "Gradient clipping norm."})
@@ -125,27 +141,167 @@ class SMTrainingArguments(TrainingArguments):
         from .noise import check_noise_args
 
         check_noise_args(self.t_low, self.t_high, self.p_sm)
+        if self.global_batch_size is not None:
+            self.gradient_accumulation_steps = gradient_accumulation_for(
+                self.global_batch_size, launch_world_size(), self.per_device_train_batch_size,
+                self.gradient_accumulation_steps)
         super().__post_init__()
 
 
+def launch_world_size() -> int:
+    """The number of processes this run was launched with (accelerate / torchrun set WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def gradient_accumulation_for(global_batch: int, world_size: int, per_device: int, given: int = 1) -> int:
+    """global_batch / (world_size x per_device), or ValueError when it does not divide.
+
+    `given` is a gradient_accumulation_steps set alongside: only 1 (the default) or the derived value.
+    """
+    if isinstance(global_batch, bool) or not isinstance(global_batch, int) or global_batch < 1:
+        raise ValueError(f"global_batch_size={global_batch!r} must be a positive integer (the paper uses 8).")
+    per_step = world_size * per_device
+    if global_batch % per_step:
+        raise ValueError(
+            f"global_batch_size={global_batch} is not a multiple of {world_size} processes x "
+            f"per_device_train_batch_size={per_device} = {per_step}; change per_device_train_batch_size "
+            f"(e.g. 1) or the number of processes.")
+    steps = global_batch // per_step
+    if given not in (1, steps):
+        raise ValueError(f"gradient_accumulation_steps={given} contradicts global_batch_size={global_batch} "
+                         f"({world_size} processes x {per_device} per device needs {steps}); set only one of them.")
+    return steps
+
+
 ARGUMENT_CLASSES = (DataArguments, SMTrainingArguments, ModelArguments)
+INPUT_PATH_KEYS = ("data_files", "deepspeed")  # resolved against the YAML's folder
+LOCAL_OR_HUB_KEYS = ("model_name_or_path", "tokenizer_name_or_path", "dataset_name")  # resolved if they exist there
+SOURCE_PATH_KEYS = ("path", "data_files", "eval_data_files")  # inside dataset_mixture entries
 
 
-def parse_args(argv=None, defaults: Optional[dict] = None):
-    """(data_args, training_args, model_args) from `--config recipe.yaml`, `defaults` and CLI flags."""
+def _resolve(value, folder: Path, must: bool):
+    """A relative path string (or list of them) joined to `folder`; with must=False only if it exists."""
+    if isinstance(value, list):
+        return [_resolve(v, folder, must) for v in value]
+    if not isinstance(value, str) or os.path.isabs(value) or value.startswith(("{", "[")):
+        return value
+    candidate = folder / value
+    local_file = value.endswith((".json", ".jsonl", ".parquet"))  # never a hub name
+    return str(candidate) if must or local_file or candidate.exists() else value
+
+
+def resolve_recipe_paths(values: dict, folder: Path) -> dict:
+    """Input paths of a recipe read relative to the recipe's folder (see the module docstring)."""
+    out = dict(values)
+    for key in INPUT_PATH_KEYS:
+        if key in out and out[key] is not None:
+            out[key] = _resolve(out[key], folder, must=True)
+    for key in LOCAL_OR_HUB_KEYS:
+        if key in out:
+            out[key] = _resolve(out[key], folder, must=False)
+    if isinstance(out.get("dataset_mixture"), list):
+        out["dataset_mixture"] = [
+            {k: _resolve(v, folder, must=k != "path") if k in SOURCE_PATH_KEYS else v for k, v in item.items()}
+            if isinstance(item, dict) else _resolve(item, folder, must=False) for item in out["dataset_mixture"]]
+    return out
+
+
+def load_recipe(path: str) -> dict:
+    """The YAML recipe as a dict with resolved input paths; ValueError naming the file when unreadable."""
     import yaml
 
+    try:
+        with open(path) as f:
+            values = yaml.safe_load(f) or {}
+    except OSError as err:
+        raise ValueError(f"--config {path}: cannot read the recipe ({err.strerror or err}).") from None
+    except yaml.YAMLError as err:
+        raise ValueError(f"--config {path}: not valid YAML ({err}).") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: a recipe is a mapping of keys to values, got {type(values).__name__}.")
+    return resolve_recipe_paths(values, Path(path).resolve().parent)
+
+
+def _type_error(source: str, key: str, value, expected: str) -> ValueError:
+    hint = " (YAML reads a bare no/yes/off/on as a boolean: quote it)" if isinstance(value, bool) else ""
+    return ValueError(f"{source}: {key}: {value!r} is not {expected}{hint}.")
+
+
+def _check_one(action, source: str, key: str, value):
+    """The YAML value converted as the flag `--key value` would be; ValueError naming file and key."""
+    kind = action.type
+    if kind is string_to_bool:
+        if isinstance(value, bool):
+            return value
+        raise _type_error(source, key, value, "true or false")
+    if kind in (int, float):
+        wrong = isinstance(value, bool) or not isinstance(value, (int, float, str))
+        if wrong or (kind is int and isinstance(value, float)):
+            raise _type_error(source, key, value, f"a{'n' if kind is int else ''} {kind.__name__}")
+        try:
+            return kind(value)
+        except ValueError:
+            raise _type_error(source, key, value, f"a{'n' if kind is int else ''} {kind.__name__}") from None
+    if action.choices is not None:
+        if isinstance(value, str) and kind is not None:
+            value = kind(value)
+        if value not in action.choices:
+            raise _type_error(source, key, value, f"one of {[getattr(c, 'value', c) for c in action.choices]}")
+        return value
+    if isinstance(value, bool):
+        raise _type_error(source, key, value, "a string")
+    return str(value) if isinstance(value, (int, float)) else value  # str fields; dicts/lists for JSON fields
+
+
+def check_recipe_types(values: dict, parser: argparse.ArgumentParser, source: str) -> dict:
+    """Every recipe value type-checked against its flag (the error names `source` and the key)."""
+    actions = {a.dest: a for a in parser._actions}
+    out = {}
+    for key, value in values.items():
+        action = actions[key]
+        if value is None:
+            out[key] = None
+        elif action.nargs in ("+", "*") and action.type is not None:
+            if not isinstance(value, list):
+                value = [value]
+            out[key] = [_check_one(action, source, key, v) for v in value]
+        else:
+            out[key] = _check_one(action, source, key, value)
+    return out
+
+
+def parse_args(argv=None, defaults: Optional[dict] = None, prog: str = "sm-dream train"):
+    """(data_args, training_args, model_args) from `--config recipe.yaml`, `defaults` and CLI flags."""
+    from .recipe_help import print_help
+
+    argv = sys.argv[1:] if argv is None else list(argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
+    pre.add_argument("-h", "--help", action="store_true")
+    pre.add_argument("--help-all", action="store_true")
     known, rest = pre.parse_known_args(argv)
+    parser = HfArgumentParser(ARGUMENT_CLASSES)
+    if known.help or known.help_all:
+        print_help(parser, full=known.help_all, prog=prog)
+        raise SystemExit(0)
     values = dict(defaults or {})
     if known.config:
-        with open(known.config) as f:
-            values.update(yaml.safe_load(f) or {})
+        values.update(load_recipe(known.config))
     valid = {f.name for cls in ARGUMENT_CLASSES for f in fields(cls) if f.init}
     unknown = sorted(set(values) - valid)
     if unknown:
-        raise ValueError(f"{known.config or 'defaults'}: unknown keys {unknown}; see `--help` for the valid keys.")
-    parser = HfArgumentParser(ARGUMENT_CLASSES)
-    parser.set_defaults(**values)
-    return parser.parse_args_into_dataclasses(args=rest)
+        from difflib import get_close_matches
+
+        hints = {k: get_close_matches(k, valid, n=1) for k in unknown}
+        hint = "; ".join(f"{k}: did you mean {m[0]!r}?" for k, m in hints.items() if m)
+        raise ValueError(f"{known.config or 'defaults'}: unknown keys {unknown}{' (' + hint + ')' if hint else ''}; "
+                         "see `--help` for the valid keys.")
+    parser.set_defaults(**check_recipe_types(values, parser, known.config or "defaults"))
+    try:
+        return parser.parse_args_into_dataclasses(args=rest)
+    except ValueError as err:
+        if "bf16" not in str(err):
+            raise
+        raise ValueError(f"{err}\n{known.config or 'This run'} asks for bf16 on a machine without a GPU that supports "
+                         "it: for a CPU run use recipes/tiny/sft_sm_tiny.yaml, or pass --bf16 false --use_cpu true."
+                         ) from None

@@ -11,10 +11,15 @@ For one record with a `messages` list:
 The eos tokens are response tokens (masked and scored), so the model learns where to stop. n is
 drawn from a generator seeded with (seed, record index): the same data on every run and on resume.
 
-Every record ends with one status: "ok", a filter reason (`FILTER_REASONS`: tool calls, context
-longer than `max_context_tokens`, answer shorter than `min_response_tokens`) or a malformed-record
-reason (`MALFORMED_REASONS`). Nothing raises on bad data; `preprocess` counts the statuses, logs
-them and keeps the "ok" rows.
+Every record ends with one status: "ok", a filter reason (`FILTER_REASONS`: tool calls, a special
+token string typed inside a message, context longer than `max_context_tokens`, answer shorter than
+`min_response_tokens`, no response token left after the `max_length` cut) or a malformed-record
+reason (`MALFORMED_REASONS`, including undecodable and blank lines of local files). Nothing raises
+on bad data; `preprocess` counts the statuses, logs them and keeps the "ok" rows.
+
+Special-token strings inside message text (e.g. a literal "<|im_end|>" or "<|mask|>") would be
+tokenized as the control tokens themselves and teach the model to end a turn or emit [MASK] inside
+an answer, so such records are dropped and counted (`special_token_in_content`), not escaped.
 """
 
 import json
@@ -31,10 +36,11 @@ logger = logging.getLogger(__name__)
 ROLE_ALIASES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant"}
 KNOWN_ROLES = ("system", "user", "assistant", "tool")
 TOOL_MARKERS = ("<tool_call>", "</tool_call>")
-FILTER_REASONS = ("tool_call", "context_too_long", "response_too_short")
+FILTER_REASONS = ("tool_call", "special_token_in_content", "context_too_long", "response_too_short",
+                  "no_response_after_truncation")
 MALFORMED_REASONS = (
-    "invalid_json", "record_not_an_object", "missing_messages", "not_a_list", "no_messages", "message_not_a_dict", "missing_role", "unknown_role",
-    "missing_content", "non_text_content", "empty_content", "no_assistant_message", "no_user_message",
+    "undecodable_line", "blank_line", "invalid_json", "record_not_an_object", "missing_messages", "not_a_list",
+    "no_messages", "message_not_a_dict", "missing_role", "unknown_role", "missing_content", "non_text_content", "empty_content", "no_assistant_message", "no_user_message",
     "template_error",
 )
 
@@ -78,8 +84,8 @@ def split_conversation(messages) -> Tuple[List[dict], dict]:
     if isinstance(messages, str):
         try:
             messages = json.loads(messages)
-        except json.JSONDecodeError:
-            raise MalformedRecord("invalid_json") from None
+        except json.JSONDecodeError:  # broken JSON of a list, or plain text where the list should be
+            raise MalformedRecord("invalid_json" if messages.lstrip().startswith("[") else "not_a_list") from None
     if not isinstance(messages, list):
         raise MalformedRecord("not_a_list")
     if not messages:
@@ -101,6 +107,15 @@ def has_tool_call(context: List[dict], response: dict, texts: Tuple[str, ...]) -
     return any(marker in text for text in texts for marker in TOOL_MARKERS)
 
 
+def special_token_strings(tokenizer) -> Tuple[str, ...]:
+    """The texts that tokenize to control tokens: the special and added special tokens (not e.g.
+    Dream's <tool_call> markers, which are plain added tokens handled by the tool-call filter)."""
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    strings = set(getattr(tokenizer, "all_special_tokens", []) or [])
+    strings.update(str(t) for t in added.values() if getattr(t, "special", False))
+    return tuple(sorted(s for s in strings if s))
+
+
 @dataclass
 class ChatPreprocessor:
     """Turns one record into (status, example); see the module docstring for the recipe.
@@ -118,6 +133,11 @@ class ChatPreprocessor:
     max_eos_pad: int = 50
     seed: int = 0
     max_length: Optional[int] = None
+
+    def __post_init__(self):
+        if self.max_length is not None and (isinstance(self.max_length, bool) or self.max_length < 1):
+            raise ValueError(f"max_length={self.max_length!r} must be a positive number of tokens (or None: no cap).")
+        self._special = special_token_strings(self.tokenizer)
 
     def render(self, context: List[dict], response: dict) -> Tuple[str, str, str]:
         """(prompt text, answer text, the answer's content part) through the chat template."""
@@ -141,6 +161,8 @@ class ChatPreprocessor:
             return bad.reason, None
         if has_tool_call(context, response, (prompt, answer)):
             return "tool_call", None
+        if any(token in m["content"] for m in context + [response] for token in self._special):
+            return "special_token_in_content", None
         encode = lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
         prompt_ids = encode(prompt)
         if len(prompt_ids) > self.max_context_tokens:
@@ -152,6 +174,8 @@ class ChatPreprocessor:
         n_eos = random.Random(f"{self.seed}-{index}").randint(0, self.max_eos_pad)
         ids = prompt_ids + answer_ids + [self.tokenizer.eos_token_id] * n_eos
         truncated = self.max_length is not None and len(ids) > self.max_length
+        if truncated and self.max_length <= len(prompt_ids):
+            return "no_response_after_truncation", None
         ids = ids[: self.max_length] if truncated else ids
         return "ok", {"input_ids": ids, "response_start": len(prompt_ids), "num_eos": n_eos,
                       "example_id": index, "truncated": truncated}
@@ -227,79 +251,75 @@ class DiffusionDataCollator:
 
 
 # ----------------------------------------------------------------------------------------------
-# Sources: hub datasets (fixed schema) and local chat files (JSON/JSONL read leniently, parquet).
+# Local chat files: JSON/JSONL read leniently (bad lines are counted records), parquet.
 
 JSON_SUFFIXES = (".json", ".jsonl")
-
-
-@dataclass
-class DataSource:
-    """One dataset of a mixture.
-
-    path: a hub dataset name, or a local .json/.jsonl/.parquet file (or pass `data_files`).
-    name: the hub configuration (e.g. "all" for HuggingFaceTB/smoltalk).
-    split / eval_split: the training split and the validation split (None: hold out a fraction).
-    data_files / eval_data_files: local files (one or a list) for the training / validation part.
-    messages_column: the column with the chat messages.
-    """
-
-    path: Optional[str] = None
-    name: Optional[str] = None
-    split: str = "train"
-    eval_split: Optional[str] = None
-    data_files: Optional[object] = None
-    eval_data_files: Optional[object] = None
-    messages_column: str = "messages"
-
-    @classmethod
-    def parse(cls, value) -> "DataSource":
-        """From a string (hub name or local file) or a mapping of the fields above."""
-        if isinstance(value, str):
-            return cls(path=value)
-        if not isinstance(value, dict):
-            raise ValueError(f"dataset entry {value!r} must be a name/path or a mapping of {list(cls.__annotations__)}.")
-        unknown = sorted(set(value) - set(cls.__annotations__))
-        if unknown:
-            raise ValueError(f"dataset entry has unknown keys {unknown}; valid keys: {list(cls.__annotations__)}.")
-        source = cls(**value)
-        if source.path is None and source.data_files is None:
-            raise ValueError(f"dataset entry {value!r} needs `path` or `data_files`.")
-        return source
 
 
 def _as_list(files) -> List[str]:
     return [files] if isinstance(files, str) else list(files)
 
 
+def _raw_items(data: bytes, path: str):
+    """The file's records before JSON parsing: a JSON document's list, else its lines (bytes or str)."""
+    if not path.endswith(".jsonl"):
+        try:
+            loaded = json.loads(data.decode("utf-8"))
+            return loaded if isinstance(loaded, list) else [loaded]
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            pass  # a .json file holding JSON lines, or a damaged one: read it line by line
+    return data.splitlines()
+
+
+def read_chat_file(path: str, messages_column: str = "messages"):
+    """Yield one {"messages_json": str | None, "load_error": reason | None} per record of a local
+    .json/.jsonl chat file; never raises on bad content.
+
+    A .jsonl file (or a .json file that is not one JSON document) is read line by line: a line that
+    is not UTF-8 is "undecodable_line", an empty one "blank_line", unparsable JSON "invalid_json";
+    then "record_not_an_object" / "missing_messages". Messages stored as a JSON string are passed
+    through as that string (parsed with the record later). Raises ValueError naming the file when it
+    is missing or holds no records at all.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as err:
+        raise ValueError(f"cannot read data file {path}: {err.strerror or err}.") from None
+    if not data:
+        raise ValueError(f"data file {path} is empty: it holds no records.")
+    for item in _raw_items(data, path):
+        yield _record_status(item, messages_column)
+
+
+def _record_status(item, column: str) -> dict:
+    if isinstance(item, bytes):
+        try:
+            item = item.decode("utf-8")
+        except UnicodeDecodeError:
+            return {"messages_json": None, "load_error": "undecodable_line"}
+        if not item.strip():
+            return {"messages_json": None, "load_error": "blank_line"}
+        try:
+            item = json.loads(item)
+        except json.JSONDecodeError:
+            return {"messages_json": None, "load_error": "invalid_json"}
+    if not isinstance(item, dict):
+        return {"messages_json": None, "load_error": "record_not_an_object"}
+    if column not in item:
+        return {"messages_json": None, "load_error": "missing_messages"}
+    value = item[column]
+    return {"messages_json": value if isinstance(value, str) else json.dumps(value), "load_error": None}
+
+
 def _json_records(paths: List[str], column: str, stamps: List[float]):
-    """Yield {"messages_json", "load_error"} per record: bad lines and odd records become counted errors.
+    """`read_chat_file` over several files, for `Dataset.from_generator`.
 
     `stamps` (mtime + size per file) is unused here: it is part of the cache fingerprint of
     `Dataset.from_generator`, so an edited file is read again instead of served from the cache.
     """
     for path in paths:
-        with open(path, encoding="utf-8") as f:
-            if path.endswith(".jsonl"):
-                raw = [line for line in f if line.strip()]
-            else:
-                text = f.read()
-                try:
-                    loaded = json.loads(text)
-                    raw = loaded if isinstance(loaded, list) else [loaded]
-                except json.JSONDecodeError:
-                    raw = [text]
-        for item in raw:
-            try:
-                record = json.loads(item) if isinstance(item, str) else item
-            except json.JSONDecodeError:
-                yield {"messages_json": None, "load_error": "invalid_json"}
-                continue
-            if not isinstance(record, dict):
-                yield {"messages_json": None, "load_error": "record_not_an_object"}
-            elif column not in record:
-                yield {"messages_json": None, "load_error": "missing_messages"}
-            else:
-                yield {"messages_json": json.dumps(record[column]), "load_error": None}
+        yield from read_chat_file(path, column)
 
 
 def load_local_chat_files(files, messages_column: str = "messages"):
@@ -308,7 +328,7 @@ def load_local_chat_files(files, messages_column: str = "messages"):
 
     from datasets import Dataset, load_dataset
 
-    paths = _as_list(files)
+    paths = check_local_files(files)
     if all(p.endswith(JSON_SUFFIXES) for p in paths):
         stamps = [os.path.getmtime(p) + os.path.getsize(p) for p in paths]  # new contents -> new cache entry
         gen_kwargs = {"paths": paths, "column": messages_column, "stamps": stamps}
@@ -318,58 +338,18 @@ def load_local_chat_files(files, messages_column: str = "messages"):
     raise ValueError(f"data_files={paths} must all be .json/.jsonl or all .parquet files.")
 
 
-def load_source(source: DataSource):
-    """(train, validation or None, messages column) for one source."""
-    from datasets import load_dataset
+def check_local_files(files) -> List[str]:
+    """The paths of `files` (one or a list); ValueError naming the first missing, empty or
+    wrongly-suffixed file. Cheap: run it before anything loads."""
+    import os
 
-    local = source.data_files or (source.path if source.path and source.path.endswith(JSON_SUFFIXES + (".parquet",)) else None)
-    if local is not None:
-        train, column = load_local_chat_files(local, source.messages_column)
-        valid = load_local_chat_files(source.eval_data_files, source.messages_column)[0] if source.eval_data_files else None
-        return train, valid, column
-    train = load_dataset(source.path, source.name, split=source.split)
-    valid = load_dataset(source.path, source.name, split=source.eval_split) if source.eval_split else None
-    return train, valid, source.messages_column
-
-
-def _proportional_counts(sizes: List[int], total: Optional[int]) -> List[int]:
-    """Split `total` samples over sources in proportion to their sizes (all of them when None)."""
-    if total is None or total >= sum(sizes):
-        return list(sizes)
-    counts = [total * s // max(sum(sizes), 1) for s in sizes]
-    counts[sizes.index(max(sizes))] += total - sum(counts)
-    return counts
-
-
-def build_datasets(sources: List[DataSource], preprocessor: ChatPreprocessor, max_train_samples: Optional[int] = None,
-                   max_eval_samples: Optional[int] = None, holdout_fraction: float = 0.01, seed: int = 0,
-                   num_proc: Optional[int] = None):
-    """The recipe's train and validation sets, and the status counts per part.
-
-    Per source: hold out `holdout_fraction` where it has no validation split; then sample
-    `max_train_samples` / `max_eval_samples` records over the sources in proportion to their sizes
-    (before filtering, as in the paper: ~270k of 300k survive); then preprocess, concatenate, shuffle.
-    """
-    from datasets import concatenate_datasets
-
-    if not 0.0 < holdout_fraction < 1.0:
-        raise ValueError(f"holdout_fraction={holdout_fraction} must lie in (0, 1) (the paper holds out 0.01).")
-    parts = []
-    for source in sources:
-        train, valid, column = load_source(source)
-        if valid is None:
-            split = train.train_test_split(test_size=holdout_fraction, seed=seed)
-            train, valid = split["train"], split["test"]
-        parts.append((source, train, valid, column))
-    out, stats = {}, {}
-    for kind, limit, pick in (("train", max_train_samples, 1), ("eval", max_eval_samples, 2)):
-        counts = _proportional_counts([len(p[pick]) for p in parts], limit)
-        done, offset = [], 0
-        for (source, *splits, column), n in zip(parts, counts):
-            raw = splits[pick - 1].shuffle(seed=seed).select(range(n))
-            name = f"{kind}:{source.path or _as_list(source.data_files)[0]}"
-            kept, stats[name] = preprocess(raw, preprocessor, column, num_proc, name, index_offset=offset)
-            done.append(kept)
-            offset += n
-        out[kind] = concatenate_datasets(done).shuffle(seed=seed) if len(done) > 1 else done[0]
-    return out["train"], out["eval"], stats
+    paths = _as_list(files)
+    for path in paths:
+        if not path.endswith(JSON_SUFFIXES + (".parquet",)):
+            raise ValueError(f"data file {path} must be a .json, .jsonl or .parquet file.")
+        if not os.path.isfile(path):
+            raise ValueError(f"data file {path} does not exist (relative paths in a recipe YAML are "
+                             "resolved against the YAML's folder).")
+        if os.path.getsize(path) == 0:
+            raise ValueError(f"data file {path} is empty: it holds no records.")
+    return paths

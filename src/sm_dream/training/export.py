@@ -1,46 +1,103 @@
 # Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
 """How a finished run becomes a standalone model: adapters merged into the weights, the SM module with
-its trained values, the model code carried along (`auto_map`), so that
-`AutoModel.from_pretrained(path, trust_remote_code=True)` loads it without sm_dream installed."""
+its trained values, the model code carried along (`auto_map`) and a model card (`model_card.py`), so
+that `AutoModel.from_pretrained(path, trust_remote_code=True)` loads it without sm_dream installed.
+An export never replaces a different model in its folder unless asked to (`overwrite=True`)."""
 
 import json
 import os
 from typing import Optional
 
+from .model_card import CARD, export_source, model_card
 
-def export_standalone(model_or_path, output_dir: str, tokenizer=None, base_model_path: Optional[str] = None) -> str:
+BASE_SUBDIR = "base_model"  # where a tiny run keeps its random base weights, for merging later
+
+
+def check_export_target(output_dir: str, source: str, overwrite: bool = False, flag: str = "--overwrite") -> None:
+    """ValueError if `output_dir` holds a model that was not exported from `source` (unless `overwrite`)."""
+    if overwrite or not os.path.isdir(output_dir) or not os.listdir(output_dir):
+        return
+    found = export_source(output_dir)
+    if found is not None and os.path.abspath(found) == os.path.abspath(source):
+        return  # the same run exported again
+    what = f"a model exported from {found}" if found else "files that are not an export of this run"
+    raise ValueError(f"export folder {output_dir} already holds {what}; pass {flag} to replace it, "
+                     "or choose another folder.")
+
+
+def export_standalone(model_or_path, output_dir: str, tokenizer=None, base_model_path: Optional[str] = None,
+                      overwrite: bool = False) -> str:
     """Write a checkpoint that `AutoModel.from_pretrained(output_dir, trust_remote_code=True)` loads.
 
     model_or_path: a trained (PEFT or plain) model, or a directory: a training output/checkpoint with
         an adapter (its base from `base_model_path` or the adapter config) or a full model.
-    Adapters are merged into the weights; the SM module keeps its trained values.
+    Adapters are merged into the weights; the SM module keeps its trained values. With a directory,
+    a model card (README.md) records the base model, recipe, SM values, steps and data counts, and
+    an existing different model in `output_dir` is refused unless `overwrite`.
     """
-    model = _load_for_export(model_or_path, base_model_path) if isinstance(model_or_path, str) else model_or_path
+    from_path = isinstance(model_or_path, str)
+    if from_path:
+        check_export_target(output_dir, model_or_path, overwrite)
+        model, base = _load_for_export(model_or_path, base_model_path)
+    else:
+        model, base = model_or_path, base_model_path
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     model.save_pretrained(output_dir)
-    if tokenizer is None and isinstance(model_or_path, str):  # a checkpoint-N folder: the run's tokenizer is one up
-        found = [d for d in (model_or_path, os.path.dirname(os.path.abspath(model_or_path)))
-                 if os.path.exists(os.path.join(d, "tokenizer_config.json"))]
-        if found:
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(found[0])
+    tokenizer = tokenizer if tokenizer is not None or not from_path else _run_tokenizer(model_or_path)
     if tokenizer is not None:
         tokenizer.save_pretrained(output_dir)
+    if from_path:
+        card = model_card(model_or_path, base or model.config.name_or_path, model.config,
+                          model.soft_mask.mapped(), output_dir)
+        with open(os.path.join(output_dir, CARD), "w") as f:
+            f.write(card)
     return output_dir
 
 
-def _load_for_export(path: str, base_model_path: Optional[str]):
-    from ..model.modeling_sm_dream import SoftMaskDreamForDiffusionLM
+def _run_tokenizer(path: str):
+    """The run's tokenizer: in the folder, or one up for a checkpoint-N folder."""
+    found = [d for d in (path, os.path.dirname(os.path.abspath(path)))
+             if os.path.exists(os.path.join(d, "tokenizer_config.json"))]
+    if not found:
+        return None
+    from transformers import AutoTokenizer
 
-    adapter_config = os.path.join(path, "adapter_config.json")
-    if not os.path.exists(adapter_config):
-        return SoftMaskDreamForDiffusionLM.from_pretrained(path)
-    from peft import PeftModel
+    return AutoTokenizer.from_pretrained(found[0])
 
-    with open(adapter_config) as f:
-        base = base_model_path or json.load(f).get("base_model_name_or_path")
+
+def _base_for(path: str, base_model_path: Optional[str]) -> str:
+    """The base model of an adapter folder; a moved tiny run finds its base_model/ next to it."""
+    if base_model_path:
+        return base_model_path
+    with open(os.path.join(path, "adapter_config.json")) as f:
+        base = json.load(f).get("base_model_name_or_path")
     if not base:
         raise ValueError(f"{path} holds an adapter without a base model path; pass base_model_path (--base_model).")
-    return PeftModel.from_pretrained(SoftMaskDreamForDiffusionLM.from_pretrained(base), path)
+    if os.path.isabs(base) and not os.path.exists(base):
+        for run in (path, os.path.dirname(os.path.abspath(path))):
+            if os.path.basename(base) == BASE_SUBDIR and os.path.exists(os.path.join(run, BASE_SUBDIR, "config.json")):
+                return os.path.join(run, BASE_SUBDIR)
+        raise ValueError(f"{path}: the adapter's base model {base} does not exist (was the run folder moved?); "
+                         "pass the base model with --base_model PATH_OR_HUB_ID.")
+    return base
+
+
+def _load_for_export(path: str, base_model_path: Optional[str]):
+    """(model, base model name or path) from a run or checkpoint folder."""
+    from ..model.modeling_sm_dream import SoftMaskDreamForDiffusionLM
+
+    if not os.path.exists(os.path.join(path, "adapter_config.json")):
+        if not os.path.exists(os.path.join(path, "config.json")):
+            raise ValueError(f"{path} holds neither an adapter (adapter_config.json) nor a model (config.json).")
+        model = SoftMaskDreamForDiffusionLM.from_pretrained(path)
+        return model, base_model_path or model.config.name_or_path
+    from peft import PeftModel
+
+    base = _base_for(path, base_model_path)
+    try:
+        base_model = SoftMaskDreamForDiffusionLM.from_pretrained(base)
+    except OSError as err:
+        raise ValueError(f"cannot load the base model {base!r} of the adapter in {path}: {err}\n"
+                         "Pass the base model with --base_model PATH_OR_HUB_ID.") from None
+    return PeftModel.from_pretrained(base_model, path), base

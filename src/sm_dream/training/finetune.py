@@ -1,12 +1,18 @@
 # Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
-"""The SM finetuning run shared by the recipes: seed, data, model, trainer, train, save, export.
+"""The SM finetuning run shared by the recipes: checks, data, model, trainer, train, save, export.
 
     accelerate launch recipes/finetune_dream_coder.py --config recipes/dream_coder/sft_sm_dora.yaml
     python -m sm_dream.training.finetune --config recipes/tiny/sft_sm_tiny.yaml          # the tiny CPU run
 
-Writes to `output_dir`: checkpoints (Trainer), the final adapter (with the SM parameters) or full
-model, the tokenizer, `data_stats.json` (records kept / filtered / malformed per source) and, with
-`export_dir`, a merged standalone model that loads with `AutoModel.from_pretrained(...,
+Order: every check that needs no weights (`validation.py`: arguments, model config on the meta
+device, data files, export folder) and the output-folder decision (`run_folder.py`: fresh, resume
+from the newest complete checkpoint, already finished, or refused) come first; then the tokenizer
+and the data (a run with no usable example stops here); the model loads last.
+
+Writes to `output_dir`: `run_config.yaml` (the resolved arguments), checkpoints (Trainer), the final
+adapter (with the SM parameters) or full model, `trainer_state.json` (the run is finished), the
+tokenizer, `data_stats.json` (records kept / filtered / malformed per source) and, with `export_dir`,
+a merged standalone model with a model card that loads with `AutoModel.from_pretrained(...,
 trust_remote_code=True)`.
 """
 
@@ -17,39 +23,42 @@ import sys
 
 import torch
 from transformers import AutoTokenizer, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from ..model.modeling_sm_dream import SoftMaskDreamForDiffusionLM
-from ..tiny import load_dream_tokenizer, tiny_config
+from ..tiny import load_dream_tokenizer
 from .adapters import prepare_for_finetuning
 from .configs import DataArguments, ModelArguments, SMTrainingArguments, parse_args
-from .data import ChatPreprocessor, DiffusionDataCollator, build_datasets
-from .export import export_standalone
+from .data import ChatPreprocessor, DiffusionDataCollator
+from .export import BASE_SUBDIR, check_export_target, export_standalone
+from .mixture import build_datasets
+from .model_card import export_source
+from .run_folder import plan_run, prepare_output_dir, resolved_config
 from .trainer import SoftMaskTrainer
+from .validation import validate_run
 
 logger = logging.getLogger(__name__)
-BASE_SUBDIR = "base_model"  # where a --tiny run keeps its random base weights, for merging later
 
 
-def load_model_and_tokenizer(model_args: ModelArguments, seed: int):
-    """(model, tokenizer): a released/saved Dream checkpoint, or the tiny config (seeded random init)."""
-    overrides = dict(model_args.model_config_overrides)
-    if model_args.attn_implementation:
-        overrides["attn_implementation"] = model_args.attn_implementation
+def load_tokenizer(model_args: ModelArguments):
+    name = model_args.tokenizer_name_or_path
+    if model_args.tiny and not name:
+        return load_dream_tokenizer()
+    return AutoTokenizer.from_pretrained(name or model_args.model_name_or_path,
+                                         trust_remote_code=model_args.trust_remote_code)
+
+
+def load_model(model_args: ModelArguments, config, seed: int):
+    """The model for `config` (validated): the tiny one seeded at random, or the checkpoint's weights."""
     if model_args.tiny:
         torch.manual_seed(seed)
-        model = SoftMaskDreamForDiffusionLM(tiny_config(**overrides))
-        name = model_args.tokenizer_name_or_path
-        return model, (AutoTokenizer.from_pretrained(name) if name else load_dream_tokenizer())
+        return SoftMaskDreamForDiffusionLM(config)
     model = SoftMaskDreamForDiffusionLM.from_pretrained(
-        model_args.model_name_or_path, dtype=model_args.torch_dtype, trust_remote_code=model_args.trust_remote_code,
-        **overrides)
+        model_args.model_name_or_path, config=config, dtype=model_args.torch_dtype,
+        trust_remote_code=model_args.trust_remote_code)
     # w_s, w_a, w_b train at lr 1e-2 around values like -5: in bf16 (spacing 0.03 there) most updates
     # would round away, so the three SM parameters stay float32 in a bf16 model.
     model.soft_mask.float()
-    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name_or_path or model_args.model_name_or_path,
-                                              trust_remote_code=model_args.trust_remote_code)
-    return model, tokenizer
+    return model
 
 
 def build_data(data_args: DataArguments, tokenizer, training_args: SMTrainingArguments):
@@ -60,22 +69,34 @@ def build_data(data_args: DataArguments, tokenizer, training_args: SMTrainingArg
         train, valid, stats = build_datasets(
             data_args.sources(), preprocessor, data_args.max_train_samples, data_args.max_eval_samples,
             data_args.holdout_fraction, training_args.data_seed or training_args.seed,
-            data_args.preprocessing_num_workers)
+            data_args.preprocessing_num_workers, require_eval=training_args.eval_strategy != "no")
     if training_args.process_index == 0:
-        os.makedirs(training_args.output_dir, exist_ok=True)
         with open(os.path.join(training_args.output_dir, "data_stats.json"), "w") as f:
             json.dump({name: dict(counts) for name, counts in stats.items()}, f, indent=2)
     return train, valid
 
 
-def _base_model_path(model, model_args: ModelArguments, training_args: SMTrainingArguments) -> str:
+def _base_model_path(model, model_args: ModelArguments, training_args: SMTrainingArguments, fresh: bool) -> str:
     """The path adapters are merged into later: the hub/local checkpoint, or the saved tiny base."""
     if not model_args.tiny:
         return model_args.model_name_or_path
     path = os.path.abspath(os.path.join(training_args.output_dir, BASE_SUBDIR))
-    if training_args.process_index == 0 and not os.path.exists(os.path.join(path, "config.json")):
+    if training_args.process_index == 0 and (fresh or not os.path.exists(os.path.join(path, "config.json"))):
         model.save_pretrained(path)
     return path
+
+
+def _model_to_train(model_args: ModelArguments, training_args: SMTrainingArguments, config, fresh: bool):
+    """(the model wrapped for finetuning, the base model path its adapters merge into later)."""
+    model = load_model(model_args, config, training_args.seed)
+    base_path = _base_model_path(model, model_args, training_args, fresh)
+    model.name_or_path = model.config.name_or_path = base_path  # the adapter card names its base model
+    model = prepare_for_finetuning(model, model_args.finetuning, model_args.lora_r, model_args.lora_alpha,
+                                   model_args.lora_dropout, model_args.lora_target_modules)
+    if hasattr(model, "peft_config"):
+        model.peft_config["default"].base_model_name_or_path = base_path
+        model.print_trainable_parameters()
+    return model, base_path
 
 
 def _leave_zero3() -> None:
@@ -86,18 +107,45 @@ def _leave_zero3() -> None:
         unset_hf_deepspeed_config()
 
 
-def main(data_args: DataArguments, training_args: SMTrainingArguments, model_args: ModelArguments):
+def _export(training_args: SMTrainingArguments, base_path, tokenizer=None) -> None:
+    _leave_zero3()
+    export_standalone(training_args.output_dir, training_args.export_dir, tokenizer, base_model_path=base_path,
+                      overwrite=True)  # checked against the run before anything loaded
+    logger.info("standalone model written to %s", training_args.export_dir)
+
+
+def check_before_loading(data_args, training_args, model_args, recipe=None):
+    """(model config, output-folder plan, resolved config): every check that needs no weights or data."""
+    config = validate_run(data_args, training_args, model_args)
+    run_config = {**resolved_config(data_args, training_args, model_args), "recipe": recipe}
+    plan = plan_run(training_args.output_dir, run_config, training_args.overwrite_output_dir,
+                    training_args.resume_from_checkpoint)
+    if training_args.export_dir:
+        check_export_target(training_args.export_dir, training_args.output_dir,
+                            overwrite=training_args.overwrite_output_dir, flag="--overwrite_output_dir true")
+    return config, plan, run_config
+
+
+def main(data_args: DataArguments, training_args: SMTrainingArguments, model_args: ModelArguments, recipe=None):
+    """Run (or resume, or skip as finished) the recipe; returns the trainer (None when already finished)."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
                         handlers=[logging.StreamHandler(sys.stdout)])
+    config, plan, run_config = check_before_loading(data_args, training_args, model_args, recipe)
+    main_process = training_args.process_index == 0
+    if plan.action == "finished":
+        logger.info("%s holds this run, already finished: nothing to do (--overwrite_output_dir true trains "
+                    "it again).", training_args.output_dir)
+        if training_args.export_dir and export_source(training_args.export_dir) is None and main_process:
+            _export(training_args, None)  # the run finished but its export did not
+        return None
+    prepare_output_dir(training_args.output_dir, plan, run_config, main_process)
+    logger.info("effective batch %d = %d processes x %d per device x %d gradient accumulation steps",
+                run_config["effective_batch_size"], training_args.world_size,
+                training_args.per_device_train_batch_size, training_args.gradient_accumulation_steps)
     set_seed(training_args.seed)
-    model, tokenizer = load_model_and_tokenizer(model_args, training_args.seed)
+    tokenizer = load_tokenizer(model_args)
     train, valid = build_data(data_args, tokenizer, training_args)
-    base_path = _base_model_path(model, model_args, training_args)
-    model = prepare_for_finetuning(model, model_args.finetuning, model_args.lora_r, model_args.lora_alpha,
-                                   model_args.lora_dropout, model_args.lora_target_modules)
-    if hasattr(model, "peft_config"):
-        model.peft_config["default"].base_model_name_or_path = base_path
-        model.print_trainable_parameters()
+    model, base_path = _model_to_train(model_args, training_args, config, fresh=plan.action == "fresh")
     trainer = SoftMaskTrainer(
         model=model, args=training_args, train_dataset=train,
         eval_dataset=valid if training_args.eval_strategy != "no" else None,
@@ -106,30 +154,42 @@ def main(data_args: DataArguments, training_args: SMTrainingArguments, model_arg
     # config's bos id with the tokenizer's (151665 vs Dream's 151643).
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(training_args.output_dir)
-    checkpoint = training_args.resume_from_checkpoint
-    if checkpoint is None and os.path.isdir(training_args.output_dir):
-        checkpoint = get_last_checkpoint(training_args.output_dir)  # a killed run continues where it stopped
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    result = trainer.train(resume_from_checkpoint=plan.checkpoint)
     trainer.log_metrics("train", result.metrics)
     trainer.save_model(training_args.output_dir)
+    trainer.save_state()  # output_dir/trainer_state.json, written last: the run is finished
     trainer.accelerator.wait_for_everyone()
     if training_args.export_dir and trainer.is_world_process_zero():
-        _leave_zero3()
-        export_standalone(training_args.output_dir, training_args.export_dir, tokenizer, base_model_path=base_path)
-        logger.info("standalone model written to %s", training_args.export_dir)
+        _export(training_args, base_path, tokenizer)
     trainer.accelerator.end_training()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return trainer
 
 
-def run_recipe(default_config, argv=None):
-    """A recipe script's entry point: `default_config` unless the flags name a --config."""
+def recipe_of(argv) -> str:
+    """The --config value of a command line (None without one)."""
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def run_recipe(recipes_dir=None, argv=None, prog=None):
+    """A recipe script's entry point: a short usage naming the shipped recipes unless flags are given."""
+    from pathlib import Path
+
+    from .recipe_help import usage
+
     argv = sys.argv[1:] if argv is None else list(argv)
-    if "--config" not in argv:
-        argv = ["--config", str(default_config), *argv]
-    return main(*parse_args(argv))
+    prog = prog or os.path.basename(sys.argv[0])
+    if not argv or (recipe_of(argv) is None and not {"-h", "--help", "--help-all"} & set(argv)):
+        print(usage(prog, Path(recipes_dir) if recipes_dir else None), file=sys.stderr)
+        raise SystemExit(2)
+    return main(*parse_args(argv, prog=prog), recipe=recipe_of(argv))
 
 
 if __name__ == "__main__":
-    main(*parse_args())
+    run_recipe(prog="python -m sm_dream.training.finetune")

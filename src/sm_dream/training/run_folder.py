@@ -1,0 +1,174 @@
+# Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
+"""What a run does with its `output_dir`, decided before anything loads (transformers' Trainer names).
+
+- The resolved run arguments are kept in `output_dir/run_config.yaml`.
+- Same arguments, finished run (`trainer_state.json` and final weights in `output_dir`): nothing to do.
+- Same arguments, interrupted run: resume from the newest *complete* `checkpoint-N` (its
+  trainer_state.json and readable weights); incomplete or truncated ones are skipped with a warning.
+- Different arguments: refused with the changed keys, unless `--overwrite_output_dir`, which starts
+  afresh (old checkpoints and the run markers are removed first).
+Keys that do not change what is computed (logging, saving, workers, output paths, the per-device
+split of the global batch) are not compared; the effective batch is.
+"""
+
+import json
+import logging
+import os
+import re
+import shutil
+import struct
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+logger = logging.getLogger(__name__)
+
+RUN_CONFIG = "run_config.yaml"
+STATE = "trainer_state.json"
+WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json",
+                "adapter_model.bin", "pytorch_model.bin", "pytorch_model.bin.index.json")
+NOT_COMPARED = {"output_dir", "overwrite_output_dir", "resume_from_checkpoint", "export_dir", "run_name",
+                "report_to", "disable_tqdm", "preprocessing_num_workers", "local_rank", "deepspeed",
+                "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                "use_cpu", "tf32", "gradient_checkpointing", "gradient_checkpointing_kwargs"}
+NOT_COMPARED_PREFIXES = ("logging_", "log_", "save_", "hub_", "push_to_hub", "dataloader_", "ddp_", "eval_")
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass
+class RunPlan:
+    """action: "fresh", "resume" (from `checkpoint`) or "finished"; skipped: (folder, why) warnings."""
+
+    action: str
+    checkpoint: Optional[str] = None
+    skipped: List[Tuple[str, str]] = field(default_factory=list)
+    clean: bool = False  # a fresh start over an old run: remove its checkpoints and markers first
+
+
+def resolved_config(data_args, training_args, model_args) -> dict:
+    """The run's arguments as plain YAML-able values, plus the derived effective batch."""
+    values = {**asdict(model_args), **asdict(data_args), **training_args.to_dict()}
+    values["effective_batch_size"] = (training_args.per_device_train_batch_size
+                                      * training_args.gradient_accumulation_steps * training_args.world_size)
+    return json.loads(json.dumps(values, default=str))
+
+
+def compared(key: str) -> bool:
+    return key not in NOT_COMPARED and not key.startswith(NOT_COMPARED_PREFIXES) or key == "eval_noise_seed"
+
+
+def changed_keys(saved: dict, current: dict) -> Dict[str, Tuple[object, object]]:
+    """{key: (saved, current)} over the compared keys both configs have."""
+    return {k: (saved[k], current[k]) for k in sorted(set(saved) & set(current))
+            if compared(k) and saved[k] != current[k]}
+
+
+def _safetensors_problem(path: str) -> Optional[str]:
+    """None if the header parses and the file holds every tensor it lists, else why not."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(n)) if 8 + n <= size else None
+    except (OSError, struct.error, ValueError):
+        return f"{os.path.basename(path)} is unreadable"
+    if header is None:
+        return f"{os.path.basename(path)} is truncated"
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    return f"{os.path.basename(path)} is truncated" if 8 + n + end > size else None
+
+
+def checkpoint_problem(folder: str) -> Optional[str]:
+    """None for a complete checkpoint (trainer_state.json and readable weights), else what is wrong."""
+    state = os.path.join(folder, STATE)
+    try:
+        with open(state) as f:
+            json.load(f)["global_step"]
+    except FileNotFoundError:
+        return f"no {STATE}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{STATE} is truncated"
+    weights = [os.path.join(folder, w) for w in WEIGHT_FILES if os.path.exists(os.path.join(folder, w))]
+    if not weights:
+        return "no model or adapter weights"
+    problems = [_safetensors_problem(w) for w in weights if w.endswith(".safetensors")]
+    return next((p for p in problems if p), None)
+
+
+def checkpoints(output_dir: str) -> List[str]:
+    """checkpoint-N folders, newest (largest N) first."""
+    found = [(int(m.group(1)), name) for name in os.listdir(output_dir) if (m := CHECKPOINT.match(name))
+             and os.path.isdir(os.path.join(output_dir, name))]
+    return [os.path.join(output_dir, name) for _, name in sorted(found, reverse=True)]
+
+
+def read_run_config(output_dir: str) -> Optional[dict]:
+    import yaml
+
+    path = os.path.join(output_dir, RUN_CONFIG)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return yaml.safe_load(f) or {}
+
+
+def _refuse(output_dir: str, why: str) -> ValueError:
+    return ValueError(f"output_dir {output_dir} {why}. Pass --overwrite_output_dir true to start afresh there "
+                      "(its checkpoints are deleted), or choose another output_dir.")
+
+
+def plan_run(output_dir: str, config: dict, overwrite: bool = False,
+             resume_from_checkpoint: Optional[str] = None) -> RunPlan:
+    """What to do with `output_dir` (see the module docstring); ValueError when it must not be touched."""
+    if not os.path.isdir(output_dir) or not os.listdir(output_dir):
+        return RunPlan("fresh")
+    if overwrite:
+        return RunPlan("fresh", clean=True)
+    saved = read_run_config(output_dir)
+    if saved is None:
+        if checkpoints(output_dir) or any(os.path.exists(os.path.join(output_dir, f)) for f in (STATE, *WEIGHT_FILES)):
+            raise _refuse(output_dir, f"holds a run without {RUN_CONFIG} (another tool or an older version)")
+        return RunPlan("fresh")
+    changed = changed_keys(saved, config)
+    if changed:
+        listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        raise _refuse(output_dir, f"holds a run with different arguments ({listed})")
+    if checkpoint_problem(output_dir) is None:
+        return RunPlan("finished")
+    if resume_from_checkpoint:
+        problem = checkpoint_problem(resume_from_checkpoint)
+        if problem:
+            raise ValueError(f"resume_from_checkpoint={resume_from_checkpoint} is incomplete ({problem}).")
+        return RunPlan("resume", resume_from_checkpoint)
+    plan = RunPlan("fresh")
+    for folder in checkpoints(output_dir):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            plan.action, plan.checkpoint = "resume", folder
+            break
+        plan.skipped.append((folder, problem))
+    return plan
+
+
+def prepare_output_dir(output_dir: str, plan: RunPlan, config: dict, main_process: bool = True) -> None:
+    """Log the plan; on the main process clean an overwritten run and write run_config.yaml."""
+    import yaml
+
+    for folder, problem in plan.skipped:
+        logger.warning("skipping incomplete checkpoint %s (%s)", folder, problem)
+    if plan.action == "resume":
+        logger.info("resuming the run in %s from %s", output_dir, plan.checkpoint)
+    if not main_process or plan.action == "finished":
+        return
+    os.makedirs(output_dir, exist_ok=True)
+    if plan.clean:
+        logger.warning("--overwrite_output_dir: removing the checkpoints and run markers in %s", output_dir)
+        for folder in checkpoints(output_dir):
+            shutil.rmtree(folder)
+        for name in (STATE, RUN_CONFIG):
+            if os.path.exists(os.path.join(output_dir, name)):
+                os.remove(os.path.join(output_dir, name))
+    path = os.path.join(output_dir, RUN_CONFIG)
+    if plan.action == "fresh" or not os.path.exists(path):
+        with open(path + ".tmp", "w") as f:
+            yaml.safe_dump(config, f, sort_keys=True)
+        os.replace(path + ".tmp", path)
