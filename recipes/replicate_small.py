@@ -9,10 +9,15 @@ Usage:
 Trains a tiny Dream-architecture model from scratch on the Python standard library's sources with
 binary masking, then continues it for the same steps with binary masking and with soft-masking
 (p_sm 0.8, k 3), per seed, and writes results.json, report.md and report.png to --output_dir.
-Every field of `sm_dream.replication.ReplicationArgs` is a flag. See docs/replication.md.
+Every field of `replication.train.ReplicationArgs` is a flag. See docs/replication.md.
 """
 
-from sm_dream.replication import main
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `replication` next to this file, also when imported
+
+from replication.train import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

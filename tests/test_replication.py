@@ -1,16 +1,29 @@
-"""The small replication (issue 7): data, metrics, report, and the quick mode end to end."""
+"""The small replication: data, metrics, report, and the quick mode end to end."""
 
 import dataclasses
 import json
 import math
+import sys
 import zlib
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from sm_dream.noise import sample_noise
-from sm_dream.replication import (
+
+
+def _recipes_on_path() -> None:
+    """The replication is research code under recipes/, not in the package: import it from there."""
+    recipes = str(Path(__file__).resolve().parents[1] / "recipes")
+    if recipes not in sys.path:
+        sys.path.insert(0, recipes)
+
+
+_recipes_on_path()
+
+from replication.train import (  # noqa: E402
     QUICK_OVERRIDES,
     ReplicationArgs,
     build_model,
@@ -18,9 +31,9 @@ from sm_dream.replication import (
     parse_args,
     train_phase,
 )
-from sm_dream.replication_data import split_files, stdlib_files, token_windows, train_tokenizer, window_order
-from sm_dream.replication_eval import diffusion_nll, distinct_bigrams, heldout_nll, unigram_entropy
-from sm_dream.replication_report import markdown_report
+from replication.data import split_files, stdlib_files, token_windows, train_tokenizer, window_order  # noqa: E402
+from replication.evaluate import diffusion_nll, distinct_bigrams, heldout_nll, unigram_entropy  # noqa: E402
+from replication.report import markdown_report  # noqa: E402
 
 QUICK = ReplicationArgs(**QUICK_OVERRIDES)
 

@@ -1,17 +1,17 @@
 # Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
-"""A small, CPU-sized replication of the paper's language-modelling experiment (Section 4.1, issue 7).
+"""A small, CPU-sized replication of the paper's language-modelling experiment (Section 4.1).
 
     python recipes/replicate_small.py [--quick] [--output_dir outputs/replicate_small]
 
-1. Data: the Python standard library's sources, a BPE trained on the fly (`replication_data`).
+1. Data: the Python standard library's sources, a BPE trained on the fly (`replication.data`).
 2. Pretraining: a tiny Dream-architecture model from scratch with binary masking.
 3. Continuation, per seed, two arms from the same checkpoint for the same steps, with the same data
    order and the same noise draws: `binary` (p_sm = 0) and `sm` (p_sm = 0.8, k = 3). Both train with
    `sm_dream.losses.sm_two_pass_loss` (the one training step), t ~ U(t_low, t_high) per sample, and
    AdamW with two groups (backbone lr, SM lr 1e-2, no weight decay on either).
-4. Evaluation (`replication_eval`): held-out diffusion NLL (two passes for SM, as the paper measures
+4. Evaluation (`replication.evaluate`): held-out diffusion NLL (two passes for SM, as the paper measures
    it), w_s / w_a / w_b over steps, and generation at NFE budgets 1/4, 1/2, 1.
-5. Report (`replication_report`): results.json, report.md (tables) and report.png (curves).
+5. Report (`replication.report`): results.json, report.md (tables) and report.png (curves).
 """
 
 import argparse
@@ -31,13 +31,14 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from .losses import sm_two_pass_loss
-from .modeling_sm_dream import SoftMaskDreamForDiffusionLM
-from .noise import sample_noise
-from .replication_data import special_ids, split_files, stdlib_files, token_windows, train_tokenizer, window_order
-from .replication_eval import evaluate_generation, heldout_nll
-from .replication_report import write_report
-from .tiny import tiny_config
+from sm_dream import SoftMaskDreamForDiffusionLM
+from sm_dream.losses import sm_two_pass_loss
+from sm_dream.noise import sample_noise
+from sm_dream.tiny import tiny_config
+
+from .data import special_ids, split_files, stdlib_files, token_windows, train_tokenizer, window_order
+from .evaluate import evaluate_generation, heldout_nll
+from .report import write_report
 
 
 @dataclass
@@ -304,7 +305,7 @@ def _field_parser(f: dataclasses.Field):
 def parse_args(argv=None) -> Tuple[ReplicationArgs, str, bool]:
     """(args, output_dir, quick) from the command line: --quick applies `QUICK_OVERRIDES`, then every
     ReplicationArgs field can be set as --<field> (flags win over the mode's values)."""
-    parser = argparse.ArgumentParser(description="Small soft-masking replication on CPU (sm_dream issue 7).")
+    parser = argparse.ArgumentParser(description="Small soft-masking replication on CPU.")
     parser.add_argument("--quick", action="store_true", help="a pipeline check in about a minute (no claims)")
     parser.add_argument("--output_dir", default=None, help="default outputs/replicate_small[_quick]")
     for f in dataclasses.fields(ReplicationArgs):

@@ -188,7 +188,7 @@ def write_report(results: Dict, output_dir: Path) -> None:
     plot_report(results, Path(output_dir) / "report.png")
 
 
-if __name__ == "__main__":  # re-render a run's report: python -m sm_dream.replication_report OUTPUT_DIR
+if __name__ == "__main__":  # re-render a run's report: python recipes/replication/report.py OUTPUT_DIR
     import json
     import sys
 

@@ -30,8 +30,8 @@ from typing import Dict
 
 import torch
 
-from .losses import sm_two_pass_loss
-from .noise import sample_noise
+from sm_dream.losses import sm_two_pass_loss
+from sm_dream.noise import sample_noise
 
 
 @torch.no_grad()

@@ -1,5 +1,5 @@
 # Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
-"""Data of the small replication (issue 7): a real corpus that every machine has offline.
+"""Data of the small replication: a real corpus that every machine has offline.
 
 Corpus: the Python standard library's own top-level sources, `sysconfig.get_paths()["stdlib"]/*.py`
 (about 170 files, 4-5 MB, no test suites), sorted by name. Files go to the held-out split when
