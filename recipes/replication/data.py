@@ -1,24 +1,29 @@
 # Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
-"""Data of the small replication: a real corpus that every machine has offline.
+"""Data of the small replication: two corpora that every machine has offline.
 
-Corpus: the Python standard library's own top-level sources, `sysconfig.get_paths()["stdlib"]/*.py`
+`stdlib` (real text): the Python standard library's own top-level sources, `sysconfig.get_paths()["stdlib"]/*.py`
 (about 170 files, 4-5 MB, no test suites), sorted by name. Files go to the held-out split when
 
     crc32(file name) % heldout_every == 0
 
 so the split depends only on names (stable across runs and machines that share a Python version).
 
-Tokenizer: a byte-level BPE trained on the fly on the training files only, with `<|endoftext|>` at id 0
+`structured` (synthetic, generated here): code-like lines whose ends are fixed by their beginnings, so a
+continuation can be checked exactly (`structured_problem`, `exact_match`). See docs/replication.md.
+
+Tokenizer (per corpus): a byte-level BPE trained on the fly on the training texts only, with `<|endoftext|>` at id 0
 (document separator = pad = eos) and `<|mask|>` appended as the last id, so `vocab_size = mask_id + 1`.
 
-Windows: each split's files are tokenised, joined with `<|endoftext|>` and cut into non-overlapping
+Windows: each split's texts (files, or generated documents) are tokenised, joined with `<|endoftext|>` and cut into non-overlapping
 windows of `seq_len` tokens; `window_order` fixes which windows each training step sees.
 """
 
+import random
+import string
 import sysconfig
 import zlib
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -59,7 +64,7 @@ def read_texts(files: Sequence[Path]) -> Iterator[str]:
         yield f.read_text(encoding="utf-8", errors="replace")
 
 
-def train_tokenizer(files: Sequence[Path], vocab_size: int):
+def train_tokenizer(texts: Iterable[str], vocab_size: int):
     """A byte-level BPE with `vocab_size` ids in all: EOS at 0, the BPE tokens, then MASK last."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -74,7 +79,7 @@ def train_tokenizer(files: Sequence[Path], vocab_size: int):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(read_texts(files), trainer=trainer)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
     tokenizer.add_special_tokens([MASK_TOKEN])
     return tokenizer
 
@@ -84,11 +89,11 @@ def special_ids(tokenizer) -> Tuple[int, int]:
     return tokenizer.token_to_id(EOS_TOKEN), tokenizer.token_to_id(MASK_TOKEN)
 
 
-def token_windows(tokenizer, files: Sequence[Path], seq_len: int) -> torch.Tensor:
-    """All files tokenised and joined with EOS, cut into (n, seq_len) windows (the tail is dropped)."""
+def token_windows(tokenizer, texts: Iterable[str], seq_len: int) -> torch.Tensor:
+    """All texts tokenised and joined with EOS, cut into (n, seq_len) windows (the tail is dropped)."""
     eos, _ = special_ids(tokenizer)
     stream: List[int] = []
-    for text in read_texts(files):
+    for text in texts:
         stream.extend(tokenizer.encode(text).ids)
         stream.append(eos)
     n = len(stream) // seq_len
@@ -106,3 +111,76 @@ def window_order(num_windows: int, num_steps: int, batch_size: int, seed: int) -
     need = num_steps * batch_size
     epochs = [torch.randperm(num_windows, generator=g) for _ in range(-(-need // num_windows))]
     return torch.cat(epochs)[:need].view(num_steps, batch_size)
+
+
+# ---------------------------------------------------------------- the structured (synthetic) corpus
+
+STRUCTURED_FAMILIES = ("progression", "sorted", "repeat")
+_SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+
+
+def structured_problem(rng: random.Random, family: str) -> Tuple[str, str]:
+    """(head, tail) of one synthetic line: `tail` is the only continuation consistent with `head`.
+
+    progression: `xs = [a, a+d, ...]`, 12 terms, a in [0, 100), d in [1, 10); the first two terms fix d.
+    sorted:      `sorted([8 distinct letters]) == [` then the letters in order.
+    repeat:      `def set_NAME(self, value):` then NAME three times in one statement (NAME random).
+    """
+    if family == "progression":
+        a, d = rng.randrange(100), rng.randrange(1, 10)
+        terms = [a + i * d for i in range(12)]
+        return f"xs = [{terms[0]}, {terms[1]}", "".join(f", {v}" for v in terms[2:]) + "]"
+    if family == "sorted":
+        letters = rng.sample(string.ascii_lowercase, 8)
+        return f"sorted([{', '.join(letters)}]) == [", ", ".join(sorted(letters)) + "]"
+    if family == "repeat":
+        name = "_".join("".join(rng.choice(_SYLLABLES) for _ in range(rng.randrange(1, 3))) for _ in range(2))
+        return f"def set_{name}(self, value):", f" self.{name} = value; self.{name}_set = True; return self.{name}"
+    raise ValueError(f"unknown structured family {family!r}; choose from {STRUCTURED_FAMILIES}.")
+
+
+def structured_documents(num_documents: int, lines_per_document: int, seed: int) -> List[List[Tuple[str, str, str]]]:
+    """`num_documents` lists of (family, head, tail) lines, families drawn uniformly, from `seed`."""
+    rng = random.Random(seed)
+    return [[(f, *structured_problem(rng, f)) for f in (rng.choice(STRUCTURED_FAMILIES) for _ in range(lines_per_document))]
+            for _ in range(num_documents)]
+
+
+def document_text(lines: Sequence[Tuple[str, str, str]]) -> str:
+    return "".join(head + tail + "\n" for _, head, tail in lines)
+
+
+def structured_prompts(tokenizer, documents, seq_len: int, new_tokens: int, count: int) -> Dict:
+    """Up to `count` checkable prompts from held-out `documents`, spread evenly over their lines.
+
+    For line k of a document the window is the last `seq_len` tokens of the document's text up to the
+    end of line k (without its newline). It is used when the last `new_tokens` tokens lie inside the
+    line's tail (the part fixed by the head) and the tokens of the text before the tail are a prefix of
+    the window's tokens, so that the reference continuation is exactly those `new_tokens` tokens.
+    Returns {"windows": (g, seq_len) ids, "families": [g names]}.
+    """
+    eos, _ = special_ids(tokenizer)
+    candidates = []
+    for doc in documents:
+        for k, (family, head, tail) in enumerate(doc):
+            before = document_text(doc[:k]) + head
+            ids_before = tokenizer.encode(before).ids
+            ids = [eos] + tokenizer.encode(before + tail).ids  # the document starts after an EOS
+            fixed = len(ids) - 1 - len(ids_before)
+            if len(ids) >= seq_len and fixed >= new_tokens and ids[1: 1 + len(ids_before)] == ids_before:
+                candidates.append((ids[-seq_len:], family))
+    if not candidates:
+        raise ValueError(f"no structured prompt of seq_len={seq_len} with {new_tokens} fixed new tokens; "
+                         "lower the new tokens or raise the lines per document.")
+    pick = torch.linspace(0, len(candidates) - 1, min(count, len(candidates))).long().tolist()
+    return {"windows": torch.tensor([candidates[i][0] for i in pick], dtype=torch.long),
+            "families": [candidates[i][1] for i in pick]}
+
+
+def exact_match(tokenizer, generated: Sequence[int], reference: Sequence[int]) -> int:
+    """1 when the generated continuation's text equals the reference continuation's, else 0.
+
+    The reference is the only continuation consistent with the prompt (`structured_problem`), so this
+    checks correctness exactly; comparing text, not ids, accepts another tokenisation of the same text.
+    """
+    return int(tokenizer.decode(list(generated)) == tokenizer.decode(list(reference)))

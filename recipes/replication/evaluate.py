@@ -13,7 +13,11 @@ It is computed by `sm_dream.losses.sm_two_pass_loss` (no second loss implementat
 (0, 1) it is MDLM's ELBO bound; restricted to [t_low, t_high] it is the same bound with the t < t_low
 part left out, for every arm alike.
 
-Generation quality. Held-out windows give a prompt (first seq_len - N tokens) and a reference
+Per-window values (`*_rows`): the same sum restricted to one window's tokens, averaged over its
+repeats. Every window has the same number of scored tokens here, so their mean is the NLL above; the
+paired per-window differences between arms are what `replication.stats` bootstraps.
+
+Generation quality (stdlib). Held-out windows give a prompt (first seq_len - N tokens) and a reference
 continuation (last N tokens). Each arm continues every prompt at each NFE budget (steps = budget * N),
 with SM between steps for the SM arm. Each continuation is scored by:
 - `nll`: the held-out NLL above of the continuation given the prompt (only continuation tokens are
@@ -23,15 +27,22 @@ with SM between steps for the SM arm. Each continuation is scored by:
   bigrams, per continuation, averaged): repetitive or collapsed text gets a low NLL but also far
   lower values of both than the reference continuations, so a low NLL only counts as better
   quality when these stay near the reference's.
+
+Exact-match accuracy (structured corpus, `evaluate_task`). Each prompt's last `task_new_tokens` tokens
+are the only correct continuation (`replication.data.structured_prompts`). Each arm regenerates them
+greedily (temperature 0) at each NFE budget with each unmasking order in `task_algs` (`origin`:
+random positions; `entropy`: the most confident first), and `exact_match` scores 1 or 0 per prompt.
 """
 
 from collections import Counter
-from typing import Dict
+from typing import Dict, List
 
 import torch
 
 from sm_dream.losses import sm_two_pass_loss
 from sm_dream.noise import sample_noise
+
+from .data import exact_match
 
 
 @torch.no_grad()
@@ -51,9 +62,32 @@ def diffusion_nll(model, windows: torch.Tensor, response: torch.Tensor, args, so
     return nll_sum / items
 
 
+@torch.no_grad()
+def diffusion_nll_rows(model, windows: torch.Tensor, response: torch.Tensor, args, soft: bool) -> List[float]:
+    """Per window: its (1/t)-weighted masked NLL sum / its response tokens, averaged over the
+    `args.eval_repeats` scorings of `diffusion_nll` (the same seeds, so the same masks)."""
+    model.eval()
+    n = windows.shape[0]
+    ids = windows.repeat(args.eval_repeats, 1)  # (n * r, l)
+    resp = response.repeat(args.eval_repeats, 1)
+    seeds = torch.arange(ids.shape[0])
+    per_sample = []
+    for rows in seeds.split(args.eval_batch_size):
+        draw = sample_noise(resp[rows], args.t_low, args.t_high, p_sm=1.0 if soft else 0.0, seeds=rows)
+        out = sm_two_pass_loss(model, ids[rows], None, resp[rows], draw.masked, draw.t, draw.sm_on)
+        per_sample.append(out.nll_per_sample.double())
+    per_token = torch.cat(per_sample) / resp.sum(1).clamp_min(1)  # (n * r,)
+    return per_token.view(args.eval_repeats, n).mean(0).tolist()
+
+
 def heldout_nll(model, windows: torch.Tensor, args, soft: bool) -> float:
     """`diffusion_nll` with every token of the windows maskable (pretraining's setting)."""
     return diffusion_nll(model, windows, torch.ones_like(windows, dtype=torch.bool), args, soft)
+
+
+def heldout_nll_rows(model, windows: torch.Tensor, args, soft: bool) -> List[float]:
+    """`diffusion_nll_rows` with every token of the windows maskable; their mean is `heldout_nll`."""
+    return diffusion_nll_rows(model, windows, torch.ones_like(windows, dtype=torch.bool), args, soft)
 
 
 def unigram_entropy(tokens: torch.Tensor) -> float:
@@ -69,25 +103,31 @@ def distinct_bigrams(tokens: torch.Tensor) -> float:
     return sum(len(set(zip(r, r[1:]))) / (len(r) - 1) for r in rows) / len(rows)
 
 
-def continuation_metrics(scorer, sequences: torch.Tensor, prompt_length: int, args) -> Dict[str, float]:
-    """nll (under `scorer`), unigram_entropy and distinct2 of sequences[:, prompt_length:]."""
+def continuation_metrics(scorer, sequences: torch.Tensor, prompt_length: int, args) -> Dict:
+    """nll (under `scorer`) with its per-prompt values `nll_rows`, unigram_entropy and distinct2 of
+    sequences[:, prompt_length:]."""
     response = torch.zeros_like(sequences, dtype=torch.bool)
     response[:, prompt_length:] = True
     continuation = sequences[:, prompt_length:]
+    rows = diffusion_nll_rows(scorer, sequences, response, args, soft=False)
     return {
-        "nll": diffusion_nll(scorer, sequences, response, args, soft=False),
+        "nll": sum(rows) / len(rows),
+        "nll_rows": rows,
         "unigram_entropy": unigram_entropy(continuation),
         "distinct2": distinct_bigrams(continuation),
     }
 
 
 @torch.no_grad()
-def generate(model, prompts: torch.Tensor, args, budget: float, soft: bool, seed: int) -> torch.Tensor:
-    """(g, p + N) prompts continued by `diffusion_generate` at NFE budget `budget`."""
+def generate(model, prompts: torch.Tensor, args, budget: float, soft: bool, seed: int, new_tokens=None,
+             alg=None, temperature=None, top_p=None) -> torch.Tensor:
+    """(g, p + N) prompts continued by `diffusion_generate` at NFE budget `budget` (N, alg, temperature
+    and top_p default to the stdlib generation settings in `args`)."""
     model.eval()
     return model.diffusion_generate(
-        prompts, max_new_tokens=args.gen_new_tokens, nfe_budget=budget, soft_masking=soft, alg=args.gen_alg,
-        temperature=args.gen_temperature, top_p=args.gen_top_p, generator=torch.Generator().manual_seed(seed),
+        prompts, max_new_tokens=new_tokens or args.gen_new_tokens, nfe_budget=budget, soft_masking=soft,
+        alg=alg or args.gen_alg, temperature=args.gen_temperature if temperature is None else temperature,
+        top_p=args.gen_top_p if top_p is None else top_p, generator=torch.Generator().manual_seed(seed),
     )
 
 
@@ -105,5 +145,31 @@ def evaluate_generation(models: Dict, data: Dict, args, seed: int, log=print) ->
             metrics = continuation_metrics(scorer, sequences, prompt_length, args)
             metrics["steps"] = max(1, round(args.gen_new_tokens * budget))
             results[arm][str(budget)] = metrics
-            log(f"  generation {arm} budget {budget}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+            log(f"  generation {arm} budget {budget}: "
+                + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "nll_rows"))
+    return results
+
+
+def evaluate_task(models: Dict, data: Dict, args, seed: int, log=print) -> Dict:
+    """{arm: {alg: {budget: {"accuracy", "correct": [0/1 per prompt], "steps"}}}} of the structured
+    prompts `data["gen_windows"]`: each arm regenerates the last `task_new_tokens` tokens greedily."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(data["tokenizer"])
+    windows = data["gen_windows"]  # (g, seq_len)
+    n = args.task_new_tokens
+    prompt_length = windows.shape[1] - n
+    results = {}
+    for arm, model in models.items():
+        results[arm] = {}
+        for a, alg in enumerate(args.task_algs):
+            results[arm][alg] = {}
+            for i, budget in enumerate(args.nfe_budgets):
+                sequences = generate(model, windows[:, :prompt_length], args, budget, soft=arm != "binary",
+                                     seed=1000 * seed + 10 * a + i, new_tokens=n, alg=alg, temperature=0.0, top_p=1.0)
+                correct = [exact_match(tokenizer, g, r) for g, r in
+                           zip(sequences[:, prompt_length:].tolist(), windows[:, prompt_length:].tolist())]
+                results[arm][alg][str(budget)] = {"accuracy": sum(correct) / len(correct), "correct": correct,
+                                                  "steps": max(1, round(n * budget))}
+                log(f"  task {arm} {alg} budget {budget}: accuracy {sum(correct) / len(correct):.3f}")
     return results

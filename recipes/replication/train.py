@@ -3,15 +3,23 @@
 
     python recipes/replicate_small.py [--quick] [--output_dir outputs/replicate_small]
 
-1. Data: the Python standard library's sources, a BPE trained on the fly (`replication.data`).
+Per corpus (`--corpora stdlib structured`):
+1. Data (`replication.data`): the Python standard library's sources, or a synthetic corpus of
+   code-like lines whose continuations can be checked exactly; a BPE trained on the fly.
 2. Pretraining: a tiny Dream-architecture model from scratch with binary masking.
 3. Continuation, per seed, two arms from the same checkpoint for the same steps, with the same data
    order and the same noise draws: `binary` (p_sm = 0) and `sm` (p_sm = 0.8, k = 3). Both train with
    `sm_dream.losses.sm_two_pass_loss` (the one training step), t ~ U(t_low, t_high) per sample, and
-   AdamW with two groups (backbone lr, SM lr 1e-2, no weight decay on either).
-4. Evaluation (`replication.evaluate`): held-out diffusion NLL (two passes for SM, as the paper measures
-   it), w_s / w_a / w_b over steps, and generation at NFE budgets 1/4, 1/2, 1.
-5. Report (`replication.report`): results.json, report.md (tables) and report.png (curves).
+   AdamW with two groups (backbone lr, SM lr, no weight decay on either).
+4. Evaluation (`replication.evaluate`): held-out diffusion NLL per window (two passes for SM, as the
+   paper measures it) averaged over the last `final_evals` evaluations, w_s / w_a / w_b over steps,
+   and generation at NFE budgets 1/4, 1/2, 1: NLL of sampled continuations (stdlib) or exact-match
+   accuracy of greedy continuations with `origin` and `entropy` unmasking (structured).
+5. Statistics and report (`replication.stats`, `replication.report`): paired per-window / per-prompt
+   differences with bootstrap intervals over prompts and seeds; results.json, report.md, report.png.
+
+Every stage is a job for a pool of `workers` processes (pretraining of each corpus, each arm of each
+seed, each seed's generation), so the two cores stay busy; the results do not depend on `workers`.
 """
 
 import argparse
@@ -21,10 +29,11 @@ import functools
 import json
 import math
 import multiprocessing
+import os
 import platform
 import sys
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -36,21 +45,39 @@ from sm_dream.losses import sm_two_pass_loss
 from sm_dream.noise import sample_noise
 from sm_dream.tiny import tiny_config
 
-from .data import special_ids, split_files, stdlib_files, token_windows, train_tokenizer, window_order
-from .evaluate import evaluate_generation, heldout_nll
+from .data import (
+    document_text,
+    special_ids,
+    split_files,
+    read_texts,
+    stdlib_files,
+    structured_documents,
+    structured_prompts,
+    token_windows,
+    train_tokenizer,
+    window_order,
+)
+from .evaluate import evaluate_generation, evaluate_task, heldout_nll_rows
 from .report import write_report
+
+CORPORA = ("stdlib", "structured")
 
 
 @dataclass
 class ReplicationArgs:
     """Every setting of the run; the defaults are the full mode (`QUICK_OVERRIDES` gives --quick)."""
 
-    # ---- corpus and tokenizer
+    corpora: List[str] = field(default_factory=lambda: list(CORPORA))
+    # ---- stdlib corpus and tokenizer
     corpus_dir: Optional[str] = None  # None = sysconfig stdlib
     max_files: Optional[int] = None  # None = all; else the first max_files train (and max_files/10 held-out) files
     heldout_every: int = 10  # a file is held out when crc32(name) % heldout_every == 0
     vocab_size: int = 2048  # BPE ids + <|endoftext|> + <|mask|> (last)
     seq_len: int = 128
+    # ---- structured corpus (synthetic; train documents from seed 1, held-out ones from seed 2)
+    structured_train_docs: int = 1600
+    structured_heldout_docs: int = 64
+    structured_lines: int = 24  # lines per document
     # ---- model (Dream architecture)
     hidden_size: int = 64
     intermediate_size: int = 192
@@ -59,9 +86,9 @@ class ReplicationArgs:
     # ---- training
     batch_size: int = 8
     pretrain_steps: int = 1500
-    continue_steps: int = 500
+    continue_steps: int = 1000  # long enough for w_s to settle at lr_sm 5e-2 (docs/replication.md)
     lr_backbone: float = 1e-3
-    lr_sm: float = 1e-2
+    lr_sm: float = 5e-2  # 5x the paper's 1e-2: 1000 steps instead of 100k (paper A.2; docs/replication.md)
     warmup_steps: int = 50  # linear warmup, then constant (as in the paper's continuation)
     max_grad_norm: float = 1.0
     t_low: float = 0.05
@@ -69,40 +96,50 @@ class ReplicationArgs:
     p_sm: float = 0.8
     sm_top_k: int = 3
     pretrain_seed: int = 0
-    seeds: List[int] = field(default_factory=lambda: [1, 2, 3])
+    seeds: List[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     # ---- evaluation
     log_every: int = 20
     eval_every: int = 100
+    final_evals: int = 3  # the final held-out NLL is the mean of the last final_evals evaluations
     eval_windows: int = 128  # held-out windows, each scored eval_repeats times with seeded noise
     eval_repeats: int = 2
     eval_batch_size: int = 64
-    gen_prompts: int = 32
-    gen_new_tokens: int = 32  # the prompt is the window's first seq_len - gen_new_tokens tokens
+    gen_prompts: int = 128
+    gen_new_tokens: int = 32  # stdlib: the prompt is the window's first seq_len - gen_new_tokens tokens
     nfe_budgets: List[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])
     gen_alg: str = "origin"  # MDLM's standard random unmasking, as in the paper's Table 1
     gen_temperature: float = 1.0
     gen_top_p: float = 0.9  # nucleus sampling, as the paper's MAUVE setup
-    workers: int = 2  # processes training arms in parallel (1 = all in this process)
+    task_new_tokens: int = 16  # structured: the checked continuation's length
+    task_algs: List[str] = field(default_factory=lambda: ["origin", "entropy"])  # greedy tokens
+    bootstrap_resamples: int = 2000
+    workers: int = 2  # processes running the jobs (1 = all in this process)
     threads: int = 1  # torch threads per process; 1 is fastest on a shared 2-core machine (2 threads wait on each other under load)
 
     def validate(self) -> None:
         """Raise ValueError naming the setting that cannot work."""
         if not self.seeds:
             raise ValueError("seeds is empty; pass at least one continuation seed, e.g. --seeds 1 2 3.")
-        if not 0 < self.gen_new_tokens < self.seq_len:
-            raise ValueError(f"gen_new_tokens={self.gen_new_tokens} must lie in (0, seq_len={self.seq_len}).")
+        if not self.corpora or any(c not in CORPORA for c in self.corpora):
+            raise ValueError(f"corpora={self.corpora} must be a non-empty subset of {list(CORPORA)}.")
+        for name in ("gen_new_tokens", "task_new_tokens"):
+            if not 0 < getattr(self, name) < self.seq_len:
+                raise ValueError(f"{name}={getattr(self, name)} must lie in (0, seq_len={self.seq_len}).")
         if any(b <= 0 or b > 1 for b in self.nfe_budgets):
             raise ValueError(f"nfe_budgets={self.nfe_budgets} must lie in (0, 1], e.g. 0.25 0.5 1.")
         if self.workers < 1 or self.threads < 1:
             raise ValueError(f"workers={self.workers} and threads={self.threads} must be >= 1.")
-        if self.eval_every < 1 or self.log_every < 1:
-            raise ValueError(f"eval_every={self.eval_every} and log_every={self.log_every} must be >= 1.")
+        if self.eval_every < 1 or self.log_every < 1 or self.final_evals < 1:
+            raise ValueError(f"eval_every={self.eval_every}, log_every={self.log_every} and "
+                             f"final_evals={self.final_evals} must be >= 1.")
 
 
 QUICK_OVERRIDES = dict(
     max_files=12, vocab_size=512, seq_len=48, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+    structured_train_docs=40, structured_heldout_docs=4, structured_lines=12,
     batch_size=4, pretrain_steps=12, continue_steps=8, warmup_steps=2, seeds=[1], log_every=2, eval_every=4,
-    eval_windows=8, eval_repeats=1, gen_prompts=4, gen_new_tokens=16, workers=1,
+    final_evals=2, eval_windows=8, eval_repeats=1, gen_prompts=4, gen_new_tokens=16, task_new_tokens=8,
+    bootstrap_resamples=200, workers=1,
 )  # checks that the pipeline works; no claim can be drawn from it
 
 
@@ -164,34 +201,67 @@ def train_phase(model, windows: torch.Tensor, args: ReplicationArgs, steps: int,
     return history
 
 
-def prepare_data(args: ReplicationArgs) -> Dict:
-    files = stdlib_files(args.corpus_dir)
-    train_files, heldout_files = split_files(files, args.heldout_every, args.max_files)
-    tokenizer = train_tokenizer(train_files, args.vocab_size)
+def prepare_data(args: ReplicationArgs, corpus_name: str) -> Dict:
+    """Tokenizer, training windows, held-out NLL windows and generation prompts of one corpus."""
+    if corpus_name == "stdlib":
+        files = stdlib_files(args.corpus_dir)
+        train_files, heldout_files = split_files(files, args.heldout_every, args.max_files)
+        train_texts, heldout_texts = list(read_texts(train_files)), list(read_texts(heldout_files))
+        source = f"Python {platform.python_version()} standard library" if args.corpus_dir is None else \
+            f"the *.py files of {args.corpus_dir}"
+        corpus = {"source": source, "python": platform.python_version(), "train_files": len(train_files),
+                  "heldout_files": [f.name for f in heldout_files]}
+    else:
+        train_docs = structured_documents(args.structured_train_docs, args.structured_lines, seed=1)
+        heldout_docs = structured_documents(args.structured_heldout_docs, args.structured_lines, seed=2)
+        train_texts, heldout_texts = [document_text(d) for d in train_docs], [document_text(d) for d in heldout_docs]
+        seen = {head + tail for d in train_docs for _, head, tail in d}
+        heldout_lines = [head + tail for d in heldout_docs for _, head, tail in d]
+        corpus = {"source": "synthetic structured lines (progression, sorted, repeat)",
+                  "train_files": len(train_docs), "heldout_files": len(heldout_docs),
+                  "heldout_lines_in_train": sum(line in seen for line in heldout_lines) / len(heldout_lines)}
+    tokenizer = train_tokenizer(train_texts, args.vocab_size)
     eos_id, mask_id = special_ids(tokenizer)
-    train = token_windows(tokenizer, train_files, args.seq_len)
-    heldout = token_windows(tokenizer, heldout_files, args.seq_len)
-    # Held-out windows for the NLL and the generation prompts: spread evenly over the held-out files.
+    train = token_windows(tokenizer, train_texts, args.seq_len)
+    heldout = token_windows(tokenizer, heldout_texts, args.seq_len)
+    # Held-out windows for the NLL and the stdlib prompts: spread evenly over the held-out texts.
     pick = lambda n: heldout[torch.linspace(0, heldout.shape[0] - 1, min(n, heldout.shape[0])).long()]  # noqa: E731
-    corpus = {
-        "python": platform.python_version(), "files": len(train_files) + len(heldout_files), "train_files": len(train_files),
-        "heldout_files": [f.name for f in heldout_files], "train_tokens": train.numel(),
-        "heldout_tokens": heldout.numel(), "vocab_size": mask_id + 1,
-    }
-    return dict(tokenizer=tokenizer, eos_id=eos_id, mask_id=mask_id, train=train, eval_windows=pick(args.eval_windows),
-                gen_windows=pick(args.gen_prompts), corpus=corpus)
+    corpus.update(train_tokens=train.numel(), heldout_tokens=heldout.numel(), vocab_size=mask_id + 1)
+    data = dict(name=corpus_name, tokenizer=tokenizer.to_str(), eos_id=eos_id, mask_id=mask_id, train=train,
+                eval_windows=pick(args.eval_windows), corpus=corpus)
+    if corpus_name == "stdlib":
+        data["gen_windows"] = pick(args.gen_prompts)
+    else:
+        prompts = structured_prompts(tokenizer, heldout_docs, args.seq_len, args.task_new_tokens, args.gen_prompts)
+        data["gen_windows"], corpus["prompt_families"] = prompts["windows"], prompts["families"]
+    return data
 
 
-def make_evaluator(data: Dict, args: ReplicationArgs, soft: bool, log=print):
-    """evaluate(model, step) -> held-out NLL one pass (`nll_binary`) and, if `soft`, two passes (`nll_sm`)."""
-    def evaluate(model, step: int) -> Dict[str, float]:
-        row = {"nll_binary": heldout_nll(model, data["eval_windows"], args, soft=False)}
-        if soft:
-            row["nll_sm"] = heldout_nll(model, data["eval_windows"], args, soft=True)
-        log(f"  step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()))
+def make_evaluator(eval_windows: torch.Tensor, args: ReplicationArgs, soft: bool, log=print):
+    """evaluate(model, step) -> held-out NLL, one pass (`nll_binary`) and, if `soft`, two passes
+    (`nll_sm`), with the per-window values under `<key>_rows`."""
+    def evaluate(model, step: int) -> Dict:
+        row = {}
+        for key, two_pass in (("nll_binary", False), ("nll_sm", True))[: 2 if soft else 1]:
+            rows = heldout_nll_rows(model, eval_windows, args, soft=two_pass)
+            row[key], row[f"{key}_rows"] = sum(rows) / len(rows), rows
+        log(f"  step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if not k.endswith("_rows")))
         return row
 
     return evaluate
+
+
+def summarize(history: List[Dict], final_evals: int) -> Tuple[List[Dict], Dict]:
+    """(history without per-window values, final): `final` has the last logged SM values and, per NLL
+    key, the mean over the last `final_evals` evaluations (value and per-window `<key>_rows`); a
+    constant learning rate leaves the last step alone noisy."""
+    evals = [h for h in history if "nll_binary" in h][-final_evals:]
+    final = {k: v for k, v in history[-1].items() if k != "step" and not k.startswith("nll")}
+    for key in [k for k in evals[-1] if k.endswith("_rows")]:
+        rows = [sum(values) / len(evals) for values in zip(*(e[key] for e in evals))]
+        final[key], final[key[: -len("_rows")]] = rows, sum(rows) / len(rows)
+    final["final_steps"] = [e["step"] for e in evals]
+    return [{k: v for k, v in h.items() if not k.endswith("_rows")} for h in history], final
 
 
 def run_replication(args: ReplicationArgs, output_dir: str, log=print, command: str = "") -> Dict:
@@ -206,65 +276,106 @@ def run_replication(args: ReplicationArgs, output_dir: str, log=print, command: 
 
 
 def _run(args: ReplicationArgs, out: Path, log, command: str) -> Dict:
+    import transformers
+
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    data = prepare_data(args)
-    data["tokenizer"].save(str(out / "tokenizer.json"))
-    corpus = data["corpus"]
-    log(f"corpus: Python {corpus['python']} stdlib, {corpus['train_files']} train / {len(corpus['heldout_files'])} "
-        f"held-out files, {corpus['train_tokens']} train tokens, vocab {corpus['vocab_size']}")
-    torch.manual_seed(args.pretrain_seed)
-    base = build_model(args, data["mask_id"] + 1, data["eos_id"], data["mask_id"])
-    log(f"pretraining: {sum(p.numel() for p in base.parameters())} parameters, {args.pretrain_steps} steps, binary")
-    history = train_phase(base, data["train"], args, args.pretrain_steps, 0.0, args.pretrain_seed,
-                          make_evaluator(data, args, soft=False, log=log))
-    results = {"args": dataclasses.asdict(args), "command": command, "corpus": corpus, "pretrain": {"history": history},
-               "seeds": {}}
-    results["timing"] = {"pretrain_s": time.time() - started}
-    with _executor(args.workers) as pool:  # all (seed, arm) continuations, then each seed's generation
-        jobs = {(seed, arm): pool.submit(continue_arm, base.config, base.state_dict(), data["train"],
-                                         data["eval_windows"], args, arm, seed, _arm_log(log, seed, arm, args.workers))
-                for seed in args.seeds for arm in ARMS}
-        for seed in args.seeds:
-            arms = {arm: jobs[(seed, arm)].result() for arm in ARMS}
-            results["seeds"][str(seed)] = finish_seed(arms, data, args, seed, log, results["timing"])
+    results = {"args": dataclasses.asdict(args), "command": command, "corpora": {}, "timing": {},
+               "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                            "transformers": transformers.__version__}}
+    datasets = {}
+    for name in args.corpora:
+        datasets[name] = data = prepare_data(args, name)
+        (out / f"tokenizer_{name}.json").write_text(data["tokenizer"])
+        c = data["corpus"]
+        log(f"corpus {name}: {c['source']}, {c['train_files']} train texts ({c['train_tokens']} tokens), "
+            f"{c['heldout_tokens']} held-out tokens, vocab {c['vocab_size']}, {len(data['gen_windows'])} prompts")
+        results["corpora"][name] = {"corpus": c, "seeds": {str(s): {} for s in args.seeds}}
+    with _executor(args.workers) as pool:
+        pending: Dict[Future, Tuple] = {}
+        for name, data in datasets.items():  # the pretraining of each corpus, in parallel
+            pending[pool.submit(pretrain, data, args, _job_log(log, f"{name} pretrain", args.workers))] = ("pretrain", name)
+        bases, arms = {}, {}
+        while pending:
+            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            for future in done:
+                kind, name, *key = pending.pop(future)
+                value = future.result()
+                data, res = datasets[name], results["corpora"][name]
+                if kind == "pretrain":  # -> every (seed, arm) continuation
+                    bases[name], res["pretrain"], results["timing"][f"{name}_pretrain_s"] = value
+                    for seed in args.seeds:
+                        for arm in ARMS:
+                            job = pool.submit(continue_arm, bases[name], data["train"], data["eval_windows"], args,
+                                              arm, seed, _job_log(log, f"{name} seed {seed}, {arm}", args.workers))
+                            pending[job] = ("arm", name, seed, arm)
+                elif kind == "arm":  # -> the seed's generation once both arms are done
+                    seed, arm = key
+                    state, history, final, seconds = value
+                    res["seeds"][str(seed)][arm] = {"history": history, "final": final}
+                    results["timing"][f"{name}_seed{seed}_{arm}_s"] = seconds
+                    arms.setdefault((name, seed), {})[arm] = state
+                    if len(arms[(name, seed)]) == len(ARMS):
+                        slim = {k: data[k] for k in ("name", "tokenizer", "eos_id", "mask_id", "gen_windows")}
+                        job = pool.submit(generation_job, bases[name][0], arms.pop((name, seed)), slim, args, seed,
+                                          _job_log(log, f"{name} seed {seed}, generation", args.workers))
+                        pending[job] = ("generation", name, seed)
+                else:
+                    (seed,) = key
+                    res["seeds"][str(seed)]["generation"], seconds = value
+                    results["timing"][f"{name}_seed{seed}_generation_s"] = seconds
+    results["corpora"] = {name: results["corpora"][name] for name in args.corpora}
     results["timing"]["total_s"] = time.time() - started
+    results["load_average"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     (out / "results.json").write_text(json.dumps(results, indent=1))
     write_report(results, out)
     log(f"wrote {out / 'report.md'} and {out / 'report.png'} in {results['timing']['total_s']:.0f} s")
     return results
 
 
-def continue_arm(config, state: Dict, train: torch.Tensor, eval_windows: torch.Tensor, args: ReplicationArgs,
-                 arm: str, seed: int, log=print) -> Tuple[Dict, List[Dict], float]:
-    """One arm of one seed, continued from the pretrained weights `state` (in a worker process when
-    args.workers > 1): (final state_dict, history, seconds)."""
+def pretrain(data: Dict, args: ReplicationArgs, log=print) -> Tuple[Tuple, Dict, float]:
+    """((config, state_dict), {"history": ...}, seconds): the binary base model of one corpus."""
+    torch.set_num_threads(args.threads)
+    start = time.time()
+    torch.manual_seed(args.pretrain_seed)
+    base = build_model(args, data["mask_id"] + 1, data["eos_id"], data["mask_id"])
+    log(f"{sum(p.numel() for p in base.parameters())} parameters, {args.pretrain_steps} steps, binary")
+    history = train_phase(base, data["train"], args, args.pretrain_steps, 0.0, args.pretrain_seed,
+                          make_evaluator(data["eval_windows"], args, soft=False, log=log))
+    history, final = summarize(history, 1)
+    return (base.config, base.state_dict()), {"history": history, "final": final}, time.time() - start
+
+
+def continue_arm(base: Tuple, train: torch.Tensor, eval_windows: torch.Tensor, args: ReplicationArgs,
+                 arm: str, seed: int, log=print) -> Tuple[Dict, List[Dict], Dict, float]:
+    """One arm of one seed, continued from the pretrained (config, state_dict) `base`:
+    (final state_dict, history, final values, seconds)."""
     torch.set_num_threads(args.threads)
     start = time.time()
     p_sm = args.p_sm if ARMS[arm] is None else ARMS[arm]
     log(f"{args.continue_steps} steps, p_sm {p_sm}")
-    model = SoftMaskDreamForDiffusionLM(config)
-    model.load_state_dict(state)
-    evaluate = make_evaluator({"eval_windows": eval_windows}, args, soft=p_sm > 0, log=log)
-    history = train_phase(model, train, args, args.continue_steps, p_sm, seed, evaluate)
-    return model.state_dict(), history, time.time() - start
+    model = SoftMaskDreamForDiffusionLM(base[0])
+    model.load_state_dict(base[1])
+    evaluate = make_evaluator(eval_windows, args, soft=p_sm > 0, log=log)
+    history, final = summarize(train_phase(model, train, args, args.continue_steps, p_sm, seed, evaluate),
+                               args.final_evals)
+    return model.state_dict(), history, final, time.time() - start
 
 
-def finish_seed(arms: Dict, data: Dict, args: ReplicationArgs, seed: int, log, timing: Dict) -> Dict:
-    """The seed's results from its arms {arm: continue_arm(...)}, with generation from each arm."""
-    models, seed_results = {}, {}
-    for arm, (state, history, seconds) in arms.items():
-        models[arm] = build_model(args, data["mask_id"] + 1, data["eos_id"], data["mask_id"])
-        models[arm].load_state_dict(state)
-        seed_results[arm] = {"history": history, "final": {k: v for k, v in history[-1].items() if k != "step"}}
-        timing[f"seed{seed}_{arm}_s"] = seconds
+def generation_job(config, states: Dict, data: Dict, args: ReplicationArgs, seed: int, log=print) -> Tuple[Dict, float]:
+    """(generation results, seconds) of one seed's two arms: sampled continuations scored by the
+    seed's binary model (stdlib), or exact-match accuracy of greedy continuations (structured)."""
+    torch.set_num_threads(args.threads)
     start = time.time()
-    generation = evaluate_generation(models, data, args, seed, log)
-    timing[f"seed{seed}_generation_s"] = time.time() - start
-    for arm in ARMS:
-        seed_results[arm]["generation"] = generation[arm]
-    seed_results["reference"] = generation["reference"]
-    return seed_results
+    models = {}
+    for arm, state in states.items():
+        models[arm] = SoftMaskDreamForDiffusionLM(config)
+        models[arm].load_state_dict(state)
+    if data["name"] == "stdlib":
+        generation = evaluate_generation(models, data, args, seed, log)
+    else:
+        generation = evaluate_task(models, data, args, seed, log)
+    return generation, time.time() - start
 
 
 class _InlineExecutor(contextlib.AbstractContextManager):
@@ -289,9 +400,9 @@ def _print_prefixed(prefix: str, message: str) -> None:
     print(f"{prefix} {message}", flush=True)
 
 
-def _arm_log(log, seed: int, arm: str, workers: int):
-    """The arm's logger: the caller's `log` in process, a picklable print in worker processes."""
-    prefix = f"[seed {seed}, {arm}]"
+def _job_log(log, name: str, workers: int):
+    """The job's logger: the caller's `log` in process, a picklable print in worker processes."""
+    prefix = f"[{name}]"
     return functools.partial(_print_prefixed, prefix) if workers > 1 else lambda message: log(f"{prefix} {message}")
 
 
