@@ -122,19 +122,21 @@ _SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
 def structured_problem(rng: random.Random, family: str) -> Tuple[str, str]:
     """(head, tail) of one synthetic line: `tail` is the only continuation consistent with `head`.
 
-    progression: `xs = [a, a+d, ...]`, 12 terms, a in [0, 100), d in [1, 10); the first two terms fix d.
-    sorted:      `sorted([8 distinct letters]) == [` then the letters in order.
-    repeat:      `def set_NAME(self, value):` then NAME three times in one statement (NAME random).
+    progression: `xs = [a, a+d, ...]`, 10 terms, a in [0, 100), d in {1, 2}; the first two terms fix d.
+    sorted:      `sorted([4 distinct letters]) == [` then the letters in order.
+    repeat:      `def set_NAME(self, value):` then NAME three times in one statement (NAME one of 70
+                 syllables, so the copies sit at the same token offsets in every line).
+    The families are easy on purpose: a 0.37M-parameter model must get some lines exactly right.
     """
     if family == "progression":
-        a, d = rng.randrange(100), rng.randrange(1, 10)
-        terms = [a + i * d for i in range(12)]
+        a, d = rng.randrange(100), rng.randrange(1, 3)
+        terms = [a + i * d for i in range(10)]
         return f"xs = [{terms[0]}, {terms[1]}", "".join(f", {v}" for v in terms[2:]) + "]"
     if family == "sorted":
-        letters = rng.sample(string.ascii_lowercase, 8)
+        letters = rng.sample(string.ascii_lowercase, 4)
         return f"sorted([{', '.join(letters)}]) == [", ", ".join(sorted(letters)) + "]"
     if family == "repeat":
-        name = "_".join("".join(rng.choice(_SYLLABLES) for _ in range(rng.randrange(1, 3))) for _ in range(2))
+        name = rng.choice(_SYLLABLES)
         return f"def set_{name}(self, value):", f" self.{name} = value; self.{name}_set = True; return self.{name}"
     raise ValueError(f"unknown structured family {family!r}; choose from {STRUCTURED_FAMILIES}.")
 

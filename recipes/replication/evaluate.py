@@ -34,6 +34,7 @@ greedily (temperature 0) at each NFE budget with each unmasking order in `task_a
 random positions; `entropy`: the most confident first), and `exact_match` scores 1 or 0 per prompt.
 """
 
+import statistics
 from collections import Counter
 from typing import Dict, List
 
@@ -169,7 +170,11 @@ def evaluate_task(models: Dict, data: Dict, args, seed: int, log=print) -> Dict:
                                      seed=1000 * seed + 10 * a + i, new_tokens=n, alg=alg, temperature=0.0, top_p=1.0)
                 correct = [exact_match(tokenizer, g, r) for g, r in
                            zip(sequences[:, prompt_length:].tolist(), windows[:, prompt_length:].tolist())]
-                results[arm][alg][str(budget)] = {"accuracy": sum(correct) / len(correct), "correct": correct,
-                                                  "steps": max(1, round(n * budget))}
-                log(f"  task {arm} {alg} budget {budget}: accuracy {sum(correct) / len(correct):.3f}")
+                families = data["corpus"]["prompt_families"]
+                by_family = {f: statistics.fmean(c for c, g in zip(correct, families) if g == f)
+                             for f in sorted(set(families))}
+                results[arm][alg][str(budget)] = {"accuracy": statistics.fmean(correct), "correct": correct,
+                                                  "by_family": by_family, "steps": max(1, round(n * budget))}
+                log(f"  task {arm} {alg} budget {budget}: accuracy {statistics.fmean(correct):.3f} "
+                    + " ".join(f"{f} {v:.2f}" for f, v in by_family.items()))
     return results

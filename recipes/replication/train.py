@@ -110,7 +110,7 @@ class ReplicationArgs:
     gen_alg: str = "origin"  # MDLM's standard random unmasking, as in the paper's Table 1
     gen_temperature: float = 1.0
     gen_top_p: float = 0.9  # nucleus sampling, as the paper's MAUVE setup
-    task_new_tokens: int = 16  # structured: the checked continuation's length
+    task_new_tokens: int = 8  # structured: the checked continuation's length
     task_algs: List[str] = field(default_factory=lambda: ["origin", "entropy"])  # greedy tokens
     bootstrap_resamples: int = 2000
     workers: int = 2  # processes running the jobs (1 = all in this process)
@@ -316,7 +316,7 @@ def _run(args: ReplicationArgs, out: Path, log, command: str) -> Dict:
                     results["timing"][f"{name}_seed{seed}_{arm}_s"] = seconds
                     arms.setdefault((name, seed), {})[arm] = state
                     if len(arms[(name, seed)]) == len(ARMS):
-                        slim = {k: data[k] for k in ("name", "tokenizer", "eos_id", "mask_id", "gen_windows")}
+                        slim = {k: data[k] for k in ("name", "tokenizer", "eos_id", "mask_id", "gen_windows", "corpus")}
                         job = pool.submit(generation_job, bases[name][0], arms.pop((name, seed)), slim, args, seed,
                                           _job_log(log, f"{name} seed {seed}, generation", args.workers))
                         pending[job] = ("generation", name, seed)
