@@ -2,17 +2,23 @@
 """Small CPU replication of the paper's language-modelling experiment (Section 4.1): does SM help?
 
 Usage:
-    python recipes/replicate_small.py            # full mode, ~20 min on 2 CPU cores (make replicate)
+    python recipes/replicate_small.py            # full mode (make replicate): ~15 min of work for 2 free cores
     python recipes/replicate_small.py --quick    # pipeline check, ~1 min, no claims (make replicate-quick)
-    python recipes/replicate_small.py --seeds 1 2 --continue_steps 500 --output_dir outputs/rep
+    python recipes/replicate_small.py --corpora stdlib --lr_sm 0.01 --continue_steps 1500   # the paper's SM rate
 
-Trains a tiny Dream-architecture model from scratch on the Python standard library's sources with
-binary masking, then continues it for the same steps with binary masking and with soft-masking
-(p_sm 0.8, k 3), per seed, and writes results.json, report.md and report.png to --output_dir.
-Every field of `sm_dream.replication.ReplicationArgs` is a flag. See docs/replication.md.
+Per corpus (the Python standard library's sources; a synthetic corpus of exactly checkable code-like
+lines), trains a tiny Dream-architecture model from scratch with binary masking, then continues it for
+the same steps with binary masking and with soft-masking (p_sm 0.8, k 3), per seed, and writes
+results.json, report.md and report.png (paired differences with bootstrap intervals) to --output_dir.
+Every field of `replication.train.ReplicationArgs` is a flag. See docs/replication.md.
 """
 
-from sm_dream.replication import main
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `replication` next to this file, also when imported
+
+from replication.train import main  # noqa: E402
 
 if __name__ == "__main__":
     main()
