@@ -24,6 +24,7 @@ from transformers.hf_argparser import string_to_bool
 
 from .adapters import DEFAULT_LORA_TARGETS, SM_LEARNING_RATE
 from .mixture import DataSource
+from .recipe_help import print_help
 
 
 
@@ -272,8 +273,6 @@ def check_recipe_types(values: dict, parser: argparse.ArgumentParser, source: st
 
 def parse_args(argv=None, defaults: Optional[dict] = None, prog: str = "sm-dream train"):
     """(data_args, training_args, model_args) from `--config recipe.yaml`, `defaults` and CLI flags."""
-    from .recipe_help import print_help
-
     argv = sys.argv[1:] if argv is None else list(argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
@@ -282,7 +281,7 @@ def parse_args(argv=None, defaults: Optional[dict] = None, prog: str = "sm-dream
     known, rest = pre.parse_known_args(argv)
     parser = HfArgumentParser(ARGUMENT_CLASSES)
     if known.help or known.help_all:
-        print_help(parser, full=known.help_all, prog=prog)
+        print_help(parser, ARGUMENT_CLASSES, full=known.help_all, prog=prog)
         raise SystemExit(0)
     values = dict(defaults or {})
     if known.config:

@@ -41,10 +41,10 @@ def _options(cls, names=None) -> List[str]:
     return rows
 
 
-def print_help(parser, full: bool = False, prog: str = "sm-dream train") -> None:
-    """`--config` and the sm_dream options (SM fields and the paper's changed defaults) first."""
-    from .configs import DataArguments, ModelArguments, SMTrainingArguments
-
+def print_help(parser, argument_classes, full: bool = False, prog: str = "sm-dream train") -> None:
+    """`--config` and the sm_dream options (SM fields and the paper's changed defaults) first.
+    `argument_classes`: (DataArguments, SMTrainingArguments, ModelArguments), as the parser takes them."""
+    DataArguments, SMTrainingArguments, ModelArguments = argument_classes
     base = {f.name for f in fields(TrainingArguments)}
     own = {f.name for f in fields(SMTrainingArguments)} - base
     changed = base & set(SMTrainingArguments.__annotations__)
