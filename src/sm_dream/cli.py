@@ -31,7 +31,8 @@ def export(argv: List[str]) -> None:
     args = parser.parse_args(argv)
     from .training.export import export_standalone
 
-    print(f"standalone model written to {export_standalone(args.checkpoint, args.output_dir, base_model_path=args.base_model)}")
+    print("standalone model written to "
+          f"{export_standalone(args.checkpoint, args.output_dir, base_model_path=args.base_model)}")
 
 
 COMMANDS: Dict[str, Callable[[List[str]], None]] = {"train": train, "export": export}
