@@ -77,7 +77,8 @@ def main() -> None:
     for i in range(args.rounds):  # interleaved
         old.append(rate(baseline_run_program, items, args.workers))
         new.append(rate(lambda p: run_program(p).passed, items, args.workers))
-        print(f"round {i + 1}: previous runner {old[-1]:.1f} programs/s, contained runner {new[-1]:.1f} programs/s", flush=True)
+        print(f"round {i + 1}: previous runner {old[-1]:.1f} programs/s, "
+              f"contained runner {new[-1]:.1f} programs/s", flush=True)
     o, n = statistics.median(old), statistics.median(new)
     print(f"median: previous {o:.1f} programs/s, contained {n:.1f} programs/s, ratio {n / o:.2f} (target >= 0.8)")
 

@@ -58,8 +58,10 @@ EXIT_TRICKS = {
     "KeyboardInterrupt inside the function": "def add(a, b):\n    raise KeyboardInterrupt\n" + TESTS,
     "exit() at top level": WRONG + "exit()\n" + TESTS,
     "kills itself": WRONG + "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n" + TESTS,
-    "wrong answer with unittest.main() in a main block": WRONG + TESTS + "if __name__ == '__main__':\n    import unittest\n    unittest.main()\n",
-    "prints pass markers": WRONG + "print('passed'); print('PASSED', flush=True)\nimport sys\nsys.stderr.write('OK\\n')\n" + TESTS,
+    "wrong answer with unittest.main() in a main block": WRONG + TESTS + "if __name__ == '__main__':\n"
+                                                                         "    import unittest\n    unittest.main()\n",
+    "prints pass markers": WRONG + "print('passed'); print('PASSED', flush=True)\n"
+                                   "import sys\nsys.stderr.write('OK\\n')\n" + TESTS,
     "writes guesses to every descriptor, then os._exit(0)": WRONG + src("""
         import os
         for fd in range(1, 256):
@@ -69,7 +71,8 @@ EXIT_TRICKS = {
                 pass
         os._exit(0)
         """) + TESTS,
-    "replaces os.write / os._exit, then fails": WRONG + "import os\nos.write = lambda *a: 32\nos._exit = lambda *a: None\n" + TESTS,
+    "replaces os.write / os._exit, then fails": WRONG + "import os\nos.write = lambda *a: 32\n"
+                                                        "os._exit = lambda *a: None\n" + TESTS,
 }
 
 
@@ -81,10 +84,14 @@ def test_exit_tricks_and_forged_markers_fail(name):
 INNOCENT = {
     "main block calls input()": RIGHT + TESTS + "if __name__ == '__main__':\n    print(add(int(input()), 1))\n",
     "main block calls exit()": RIGHT + TESTS + "if __name__ == '__main__':\n    exit()\n",
-    "main block runs doctest / unittest": RIGHT + TESTS + "if __name__ == '__main__':\n    import doctest\n    doctest.testmod()\n",
-    "leaves a non-daemon thread running": RIGHT + TESTS + "import threading, time\nthreading.Thread(target=time.sleep, args=(60,)).start()\n",
-    "replaces os.write / os._exit, then passes": RIGHT + "import os\nos.write = lambda *a: 0\nos._exit = lambda *a: None\n" + TESTS,
-    "writes files in its folder and its /tmp": RIGHT + "open('out.txt', 'w').write('x')\nopen('/tmp/scratch', 'w').write('y')\n" + TESTS,
+    "main block runs doctest / unittest": RIGHT + TESTS + "if __name__ == '__main__':\n"
+                                                          "    import doctest\n    doctest.testmod()\n",
+    "leaves a non-daemon thread running": RIGHT + TESTS + "import threading, time\n"
+                                                          "threading.Thread(target=time.sleep, args=(60,)).start()\n",
+    "replaces os.write / os._exit, then passes": RIGHT + "import os\nos.write = lambda *a: 0\n"
+                                                         "os._exit = lambda *a: None\n" + TESTS,
+    "writes files in its folder and its /tmp": RIGHT + "open('out.txt', 'w').write('x')\n"
+                                                       "open('/tmp/scratch', 'w').write('y')\n" + TESTS,
 }
 
 
@@ -104,7 +111,8 @@ def test_failures_report_why():
 
 # --------------------------------------------------------------------------- attacks on the evaluator
 def test_killing_or_stopping_the_parent_leaves_the_evaluator_running():
-    programs = [RIGHT + f"import os, signal\nos.kill(os.getppid(), signal.{sig})\n" + TESTS for sig in ("SIGKILL", "SIGSTOP")]
+    programs = [RIGHT + f"import os, signal\nos.kill(os.getppid(), signal.{sig})\n" + TESTS
+                for sig in ("SIGKILL", "SIGSTOP")]
     started = time.monotonic()
     results = run_programs(programs, timeout=2.0, workers=2)
     assert all(not r.passed for r in results), results
@@ -143,7 +151,8 @@ def test_setsid_sleepers_and_daemons_neither_block_nor_outlive_the_run():
 @needs_namespaces
 def test_sleeper_that_outlives_a_timeout_is_killed():
     marker = f"{time.time() % 1000 + 400:.6f}"
-    program = f"import os, time\nif os.fork() == 0:\n    os.setsid()\n    os.execvp('sleep', ['sleep', '{marker}'])\ntime.sleep(60)\n"
+    program = (f"import os, time\nif os.fork() == 0:\n    os.setsid()\n"
+               f"    os.execvp('sleep', ['sleep', '{marker}'])\ntime.sleep(60)\n")
     started = time.monotonic()
     assert run_program(program, timeout=1.0).status == "timeout"
     assert time.monotonic() - started < 1.0 + 2.0
@@ -174,7 +183,8 @@ def test_fork_flood_is_capped_and_cleaned_up():
 def test_memory_and_output_floods_are_bounded():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     hog = run_program("x = bytearray(8 * 2**30)\n", timeout=TIMEOUT)
-    flood = run_program("import os\nchunk = b'e' * 2**20\nfor _ in range(1024):\n    os.write(2, chunk)\n", timeout=TIMEOUT)
+    flood = run_program("import os\nchunk = b'e' * 2**20\nfor _ in range(1024):\n    os.write(2, chunk)\n",
+                        timeout=TIMEOUT)
     assert hog.status == "failed" and "MemoryError" in hog.detail
     assert flood.status == "failed" and len(flood.detail) <= code_execution.TAIL_BYTES
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB: no GB in the evaluator
@@ -195,7 +205,8 @@ SABOTAGE = {
         except OSError:
             pass
         """),
-    "makes its work folder unreadable": "import os\nos.makedirs('a/b')\nos.chmod('a/b', 0)\nos.chmod('a', 0)\nos.chmod('.', 0)\n",
+    "makes its work folder unreadable": "import os\nos.makedirs('a/b')\n"
+                                        "os.chmod('a/b', 0)\nos.chmod('a', 0)\nos.chmod('.', 0)\n",
     "deletes its own program": "import os\nos.remove(__file__)\n",
 }
 
@@ -212,9 +223,11 @@ def test_environment_is_an_allow_list(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_do_not_leak")
     monkeypatch.setenv("PYTHONPATH", "/somewhere")
     allowed = sorted(code_execution.program_env("/x"))
-    program = f"import os\nassert sorted(os.environ) == {allowed!r}, sorted(os.environ)\nassert os.environ['HOME'] == os.getcwd()\n"
+    program = (f"import os\nassert sorted(os.environ) == {allowed!r}, sorted(os.environ)\n"
+               "assert os.environ['HOME'] == os.getcwd()\n")
     assert run_program(program, timeout=TIMEOUT).passed
-    assert run_program("import os\nassert os.environ.get('HF_TOKEN') == 'hf_do_not_leak'\n", timeout=TIMEOUT).status == "failed"
+    assert run_program("import os\nassert os.environ.get('HF_TOKEN') == 'hf_do_not_leak'\n",
+                       timeout=TIMEOUT).status == "failed"
 
 
 @needs_namespaces
@@ -238,7 +251,8 @@ def test_writes_outside_the_work_folder_fail(tmp_path):
 @needs_namespaces
 def test_private_tmp_does_not_leak():
     name = f"/tmp/sm_dream_leak_{unique()}"
-    assert run_program(f"open({name!r}, 'w').write('x')\nimport os\nassert os.path.exists({name!r})\n", timeout=TIMEOUT).passed
+    assert run_program(f"open({name!r}, 'w').write('x')\nimport os\nassert os.path.exists({name!r})\n",
+                       timeout=TIMEOUT).passed
     assert not os.path.exists(name)
 
 
@@ -260,7 +274,8 @@ def test_network_connections_fail():
 
 def test_containment_is_reported_once(capfd):
     code_execution._probe.cache_clear()
-    assert all(r.passed for r in run_programs([RIGHT + TESTS] * 4, timeout=TIMEOUT, workers=4))  # first calls in threads
+    # first calls in threads
+    assert all(r.passed for r in run_programs([RIGHT + TESTS] * 4, timeout=TIMEOUT, workers=4))
     code_execution.containment()
     err = capfd.readouterr().err
     assert err.count("[sm_dream] Generated programs run contained:") == 1
@@ -285,7 +300,8 @@ def test_humaneval_canonical_subset_passes_and_a_wrong_one_fails():
     problems = _human_eval()[::16]  # 11 problems
     results = run_programs(_programs(problems), timeout=10.0, workers=2)
     assert all(r.passed for r in results), [(p["task_id"], r.detail) for p, r in zip(problems, results) if not r.passed]
-    wrong = problems[0]["prompt"] + "    return None\n" + f"\n\n{problems[0]['test']}\n\ncheck({problems[0]['entry_point']})\n"
+    wrong = (problems[0]["prompt"] + "    return None\n"
+             + f"\n\n{problems[0]['test']}\n\ncheck({problems[0]['entry_point']})\n")
     assert not run_program(wrong, timeout=10.0).passed
 
 

@@ -4,7 +4,6 @@ import math
 import pytest
 from transformers import AutoConfig
 
-import sm_dream
 from sm_dream import SoftMaskDreamConfig
 from sm_dream.resources import DREAM_FIXTURE
 from sm_dream.tiny import small_vocab_config

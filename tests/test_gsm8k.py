@@ -60,7 +60,8 @@ def check_split(path):
         gold = gold_answer(row["answer"])
         number = row["answer"].rsplit("####", 1)[1].strip()
         reasoning = row["answer"].rsplit("####", 1)[0]
-        for response in (row["answer"], f"{reasoning}The answer is {number}.", f"{reasoning}So the total is $\\boxed{{{number}}}$."):
+        for response in (row["answer"], f"{reasoning}The answer is {number}.",
+                         f"{reasoning}So the total is $\\boxed{{{number}}}$."):
             assert is_correct(response, row["answer"]), (i, response[-80:])
         shifted = data[(i + 1) % len(data)]["answer"]
         if gold_answer(shifted) == gold:

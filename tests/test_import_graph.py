@@ -85,7 +85,8 @@ def test_src_modules_have_no_import_cycle():
 def test_the_loop_and_its_helpers_never_import_back_up():
     graph = import_graph()
     upper = {"sm_dream.model.generation_utils", "sm_dream.model.modeling_sm_dream", "sm_dream.model.denoising"}
-    for helper in ("unmasking", "cache", "remasking", "decoding_trace", "soft_masking", "block_generation", "positions"):
+    for helper in ("unmasking", "cache", "remasking", "decoding_trace", "soft_masking", "block_generation",
+                   "positions"):
         assert not graph[f"sm_dream.model.{helper}"] & upper, helper
     assert "sm_dream.model.generation_utils" not in graph["sm_dream.model.denoising"]
 
@@ -104,6 +105,7 @@ def test_the_checker_finds_cycles_through_function_level_imports(tmp_path, monke
     assert find_cycle(graph) in (["sm_dream.a", "sm_dream.b", "sm_dream.a"], ["sm_dream.b", "sm_dream.a", "sm_dream.b"])
 
 
-@pytest.mark.parametrize("graph,expected", [({"a": {"b"}, "b": set()}, None), ({"a": {"a2"}, "a2": {"a"}}, ["a", "a2", "a"])])
+@pytest.mark.parametrize("graph,expected", [({"a": {"b"}, "b": set()}, None),
+                                            ({"a": {"a2"}, "a2": {"a"}}, ["a", "a2", "a"])])
 def test_find_cycle(graph, expected):
     assert find_cycle(graph) == expected

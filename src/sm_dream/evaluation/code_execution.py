@@ -209,11 +209,12 @@ def _execute(workdir: str, output: str, box: Containment, timeout: float, memory
     read_fd, write_fd = os.pipe()
     limits = f"{memory_mb},{int(math.ceil(timeout)) + 1},{FILE_LIMIT_MB},{PROCESS_LIMIT}"
     uid = -1 if box.uid is None else box.uid
-    command = [*box.prefix, sys.executable, "-I", RUNNER, workdir, str(write_fd), str(uid), str(int(box.private_tmp)), limits]
+    command = [*box.prefix, sys.executable, "-I", RUNNER, workdir, str(write_fd), str(uid), str(int(box.private_tmp)),
+               limits]
     try:
         with open(output, "wb") as out:
-            process = subprocess.Popen(command, cwd=workdir, env=program_env(workdir), stdin=subprocess.PIPE, stdout=out,
-                                       stderr=out, pass_fds=(write_fd,), start_new_session=True)
+            process = subprocess.Popen(command, cwd=workdir, env=program_env(workdir), stdin=subprocess.PIPE,
+                                       stdout=out, stderr=out, pass_fds=(write_fd,), start_new_session=True)
         os.close(write_fd)
         write_fd = -1
         try:

@@ -32,10 +32,13 @@ class TaskData:
 
 
 TASK_DATA: Dict[str, TaskData] = {
-    "humaneval": TaskData(("openai/openai_humaneval", None, "test"), "humaneval_file", ("task_id", "prompt", "test", "entry_point")),
-    "humaneval_plus": TaskData(("evalplus/humanevalplus", None, "test"), "humaneval_plus_file", ("task_id", "prompt", "test", "entry_point")),
+    "humaneval": TaskData(("openai/openai_humaneval", None, "test"), "humaneval_file",
+                          ("task_id", "prompt", "test", "entry_point")),
+    "humaneval_plus": TaskData(("evalplus/humanevalplus", None, "test"), "humaneval_plus_file",
+                               ("task_id", "prompt", "test", "entry_point")),
     "mbpp": TaskData(("google-research-datasets/mbpp", "full", "test"), "mbpp_file", ("task_id", "text", "test_list")),
-    "mbpp_plus": TaskData(("evalplus/mbppplus", None, "test"), "mbpp_plus_file", ("task_id", "prompt", "test_list", "test")),
+    "mbpp_plus": TaskData(("evalplus/mbppplus", None, "test"), "mbpp_plus_file",
+                          ("task_id", "prompt", "test_list", "test")),
     "math500": TaskData(("HuggingFaceH4/MATH-500", None, "test"), "math500_file", ("problem", "answer")),
     "gsm8k": TaskData(("openai/gsm8k", "main", "test"), "gsm8k_file", ("question", "answer")),
 }
@@ -44,7 +47,8 @@ TASK_DATA: Dict[str, TaskData] = {
 def read_records(path: str) -> list:
     """Rows of a local `.jsonl`, `.jsonl.gz`, `.json` or `.parquet` file, as dicts."""
     if not os.path.isfile(path):
-        raise ValueError(f"Data file {path!r} does not exist; give the path of a .jsonl, .jsonl.gz, .json or .parquet file.")
+        raise ValueError(f"Data file {path!r} does not exist; "
+                         "give the path of a .jsonl, .jsonl.gz, .json or .parquet file.")
     if path.endswith(".parquet"):
         import datasets
 

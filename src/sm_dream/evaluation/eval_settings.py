@@ -118,7 +118,8 @@ class GenerationSettings:
             kwargs["steps"] = self.steps
         else:
             kwargs["nfe_budget"] = 1.0 if self.nfe_budget is None else self.nfe_budget
-        optional = {"soft_masking": self.soft_masking, "sm_schedule": self.sm_schedule, "sm_threshold": self.sm_threshold}
+        optional = {"soft_masking": self.soft_masking, "sm_schedule": self.sm_schedule,
+                    "sm_threshold": self.sm_threshold}
         kwargs.update({k: v for k, v in optional.items() if v is not None})
         kwargs.update(self.extra)
         return kwargs
@@ -158,7 +159,8 @@ def request_overrides(gen_kwargs: Dict[str, Any]) -> Dict[str, Any]:
             overrides[key] = value
         else:
             raise ValueError(
-                f"gen_kwargs {key}={value!r} cannot be applied by sm_dream; accepted: {sorted(REQUEST_KEYS)}, do_sample, "
+                f"gen_kwargs {key}={value!r} cannot be applied by sm_dream; "
+                f"accepted: {sorted(REQUEST_KEYS)}, do_sample, "
                 f"{sorted(SETTING_NAMES)} and {list(PASS_THROUGH_GENERATION_ARGS)}."
             )
     return overrides

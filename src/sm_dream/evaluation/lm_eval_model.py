@@ -84,14 +84,16 @@ def resolve_checkpoint(pretrained, peft) -> Tuple[str, object]:
         with open(adapter_config, encoding="utf-8") as f:
             base = json.load(f).get("base_model_name_or_path")
         if not base:
-            raise ValueError(f"{adapter_config} names no base_model_name_or_path; pass pretrained=<base model>,peft={pretrained}.")
+            raise ValueError(f"{adapter_config} names no base_model_name_or_path; "
+                             f"pass pretrained=<base model>,peft={pretrained}.")
         check_model_path("the adapter's base_model_name_or_path", base)
         logger.warning("pretrained=%r is a PEFT adapter: loading its base %r with this adapter "
                        "(the same as pretrained=%s,peft=%s).", pretrained, base, base, pretrained)
         return str(base), str(pretrained)
     if not os.path.isfile(os.path.join(path, "config.json")):
-        raise ValueError(f"pretrained={pretrained!r} has no {os.path.join(path, 'config.json')}: give a folder saved with "
-                         "save_pretrained (or an exported model), a PEFT adapter folder, or a Hub id.")
+        raise ValueError(f"pretrained={pretrained!r} has no {os.path.join(path, 'config.json')}: "
+                         "give a folder saved with save_pretrained (or an exported model), "
+                         "a PEFT adapter folder, or a Hub id.")
     return str(pretrained), peft
 
 
@@ -139,7 +141,8 @@ class SMDreamLM(DistributedLM):
     def __init__(self, pretrained=None, peft=None, merge_peft=False, tokenizer=None, revision=None, dtype="auto",
                  max_length=None, trust_remote_code=False, batch_size=1, max_batch_size=None, device="cuda", **kwargs):
         if not pretrained:
-            raise ValueError("pretrained is required: a local model folder or a Hub id (e.g. Dream-org/Dream-v0-Instruct-7B).")
+            raise ValueError("pretrained is required: "
+                             "a local model folder or a Hub id (e.g. Dream-org/Dream-v0-Instruct-7B).")
         known = set(GenerationSettings.__dataclass_fields__) - {"extra"}
         self.settings = GenerationSettings(
             **{k: v for k, v in kwargs.items() if k in known}, extra={k: v for k, v in kwargs.items() if k not in known}
@@ -151,7 +154,8 @@ class SMDreamLM(DistributedLM):
         for name, value in (("pretrained", pretrained), ("peft", peft), ("tokenizer", tokenizer)):
             check_model_path(name, value)
         pretrained, peft = resolve_checkpoint(pretrained, peft)
-        if tokenizer is None and peft and os.path.isfile(os.path.join(os.path.expanduser(str(peft)), "tokenizer_config.json")):
+        if (tokenizer is None and peft
+                and os.path.isfile(os.path.join(os.path.expanduser(str(peft)), "tokenizer_config.json"))):
             tokenizer = peft  # a training output folder carries the run's tokenizer
         super().__init__(device)
         self.pretrained, self.peft = str(pretrained), peft
@@ -187,7 +191,8 @@ class SMDreamLM(DistributedLM):
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         if self.settings.sm_top_k is not None:
             if self.settings.sm_top_k > base.config.vocab_size:
-                raise ValueError(f"sm_top_k={self.settings.sm_top_k} exceeds the vocabulary ({base.config.vocab_size}).")
+                raise ValueError(f"sm_top_k={self.settings.sm_top_k} exceeds the vocabulary "
+                                 f"({base.config.vocab_size}).")
             base.config.sm_top_k = self.settings.sm_top_k
         self.base_model = base
         return model.to(self.device).eval()
@@ -277,7 +282,8 @@ class SMDreamLM(DistributedLM):
         for (until, max_new_tokens, settings_id), indices in groups.items():
             indices.sort(key=lambda i: -lengths[i])
             for start in range(0, len(indices), self.batch_size):
-                batches.append((indices[start : start + self.batch_size], list(until), max_new_tokens, by_id[settings_id]))
+                batches.append((indices[start : start + self.batch_size], list(until), max_new_tokens,
+                                by_id[settings_id]))
         return batches
 
     # ---------------------------------------------------------------- generation
@@ -287,7 +293,8 @@ class SMDreamLM(DistributedLM):
         ids, mask = encoded["input_ids"], encoded["attention_mask"]
         limit = (self.max_length or self.base_model.config.max_position_embeddings) - max_new_tokens
         if limit < 1:
-            raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in max_length={self.max_length}.")
+            raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt "
+                             f"in max_length={self.max_length}.")
         if ids.shape[1] > limit:
             logger.warning("Prompts of %d tokens are cut to their last %d tokens.", ids.shape[1], limit)
             ids, mask = ids[:, -limit:], mask[:, -limit:]
@@ -358,7 +365,8 @@ class SMDreamLM(DistributedLM):
         enabled = config.sm_enabled if self.settings.soft_masking is None else self.settings.soft_masking
         soft_masking = {"enabled": enabled, "top_k": config.sm_top_k, "full_vocab": config.sm_full_vocab,
                         "schedule": self.settings.sm_schedule or config.sm_schedule,
-                        "threshold": self.settings.sm_threshold if self.settings.sm_threshold is not None else config.sm_threshold,
+                        "threshold": (self.settings.sm_threshold if self.settings.sm_threshold is not None
+                                      else config.sm_threshold),
                         **self.soft_mask_parameters()}
         return {"sm_dream": {"pretrained": self.pretrained, "peft": self.peft, "generation": self.settings.to_dict(),
                              "soft_masking": soft_masking, "tasks": per_task, "world_size": self.world_size}}

@@ -116,7 +116,8 @@ def _math_verify_equal(prediction: str, gold: str) -> bool:
     try:
         from math_verify import parse, verify
     except ImportError as error:
-        raise ImportError("MATH-500 scoring needs math-verify: pip install 'sm_dream[eval]' (or math-verify).") from error
+        raise ImportError("MATH-500 scoring needs math-verify: "
+                          "pip install 'sm_dream[eval]' (or math-verify).") from error
     import threading
 
     # math-verify bounds its own time with SIGALRM, which only the main thread may use.

@@ -4,11 +4,13 @@ Table 2 layout (Markdown) and a plot of accuracy against the NFE budget.
 
 Usage:
     python -m sm_dream.evaluation.sweep --model_args pretrained=PATH[,peft=ADAPTER,merge_peft=true] \\
-        --tasks humaneval_instruct humaneval_plus_instruct mbpp_instruct_smd mbpp_plus_instruct_smd gsm8k_instruct_smd math500_smd \\
+        --tasks humaneval_instruct humaneval_plus_instruct mbpp_instruct_smd mbpp_plus_instruct_smd \\
+                gsm8k_instruct_smd math500_smd \\
         --nfe_budgets 0.25 0.5 1 --feedback binary sm --confirm_run_unsafe_code --output_dir outputs/sweep
 
     # the paper's comparison: a binary fine-tune as the baseline row, the SM fine-tune as the SM row
-    python -m sm_dream.evaluation.sweep --model_args pretrained=SM_MODEL --baseline_model_args pretrained=BINARY_MODEL ...
+    python -m sm_dream.evaluation.sweep --model_args pretrained=SM_MODEL \\
+        --baseline_model_args pretrained=BINARY_MODEL ...
 
     # data parallel (each process evaluates every W-th document), CPU or GPU:
     torchrun --nproc_per_node 8 -m sm_dream.evaluation.sweep ...
@@ -116,7 +118,8 @@ def markdown_table(records: List[dict]) -> str:
         for i, feedback in enumerate(feedbacks):
             cells = [value.get((budget, feedback, t)) for t in tasks]
             row = [_cell(c["value"], c["stderr"]) if c else "-" for c in cells]
-            lines.append(f"| {budget_label(budget) if i == 0 else ''} | {FEEDBACK_LABELS[feedback]} | " + " | ".join(row) + " |")
+            lines.append(f"| {budget_label(budget) if i == 0 else ''} | {FEEDBACK_LABELS[feedback]} | "
+                         + " | ".join(row) + " |")
         if len(feedbacks) == 2:
             gains = []
             for t in tasks:
@@ -141,7 +144,8 @@ def plot_accuracy(records: List[dict], path: str) -> Optional[str]:
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.2), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         for feedback, label in FEEDBACK_LABELS.items():
-            points = sorted((r["nfe_budget"], 100 * r["value"]) for r in records if r["task"] == task and r["feedback"] == feedback)
+            points = sorted((r["nfe_budget"], 100 * r["value"]) for r in records
+                            if r["task"] == task and r["feedback"] == feedback)
             if points:
                 ax.plot(*zip(*points), marker="o", label=label)
         top = max(100 * r["value"] for r in records if r["task"] == task)
@@ -246,7 +250,8 @@ def _run_path(runs_dir: str, feedback: str, budget: float, key: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_args", help="sm_dream model args (k=v,...), e.g. pretrained=PATH,peft=ADAPTER")
     parser.add_argument("--baseline_model_args", help="model args of the binary row (default: --model_args, SM off)")
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS))
@@ -261,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--metadata", default=None,
                         help="task metadata, k=v,... or JSON, e.g. '{\"gsm8k_file\": \"test.jsonl\"}'")
     parser.add_argument("--bootstrap_iters", type=int, default=1000)
-    parser.add_argument("--no_chat_template", action="store_true", help="plain prompts (the paper uses the chat template)")
+    parser.add_argument("--no_chat_template", action="store_true",
+                        help="plain prompts (the paper uses the chat template)")
     parser.add_argument("--confirm_run_unsafe_code", action="store_true", help="required by the code tasks")
     parser.add_argument("--overwrite", action="store_true", help="rerun pairs that already have results")
     parser.add_argument("--render_only", action="store_true", help="only rebuild table.md and the plot")

@@ -51,7 +51,8 @@ class BlockKVCache:
     def set_window(self, start: int, end: int) -> None:
         """Later forwards run the queries of canvas positions [start, end) against the cache."""
         if not self.key_cache:
-            raise ValueError("set_window() needs a recorded refresh pass; call begin_refresh() and run the full canvas first.")
+            raise ValueError("set_window() needs a recorded refresh pass; "
+                             "call begin_refresh() and run the full canvas first.")
         length = self.key_cache[0].shape[-2]
         if not 0 <= start < end <= length:
             raise ValueError(f"window [{start}, {end}) is not inside the cached length {length}.")

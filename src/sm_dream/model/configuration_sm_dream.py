@@ -174,7 +174,8 @@ class SoftMaskDreamConfig(PretrainedConfig):
     @staticmethod
     def _check_rope_scaling(scaling) -> None:
         if scaling is not None and scaling.get("rope_type", scaling.get("type", "default")) != "default":
-            raise ValueError(f"rope_scaling={scaling!r} is not supported: Dream uses the default RoPE (set it to null).")
+            raise ValueError(f"rope_scaling={scaling!r} is not supported: "
+                             "Dream uses the default RoPE (set it to null).")
 
     def sm_raw_init(self) -> dict:
         """The unconstrained initial values of the SM parameters (inverse of their maps)."""

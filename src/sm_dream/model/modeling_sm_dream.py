@@ -89,8 +89,8 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     """(b, kv_heads, l, hd) -> (b, kv_heads * n_rep, l, hd)."""
     if n_rep == 1:
         return x
-    b, h, l, d = x.shape
-    return x[:, :, None].expand(b, h, n_rep, l, d).reshape(b, h * n_rep, l, d)
+    b, h, length, d = x.shape
+    return x[:, :, None].expand(b, h, n_rep, length, d).reshape(b, h * n_rep, length, d)
 
 
 def sdpa_attention(q, k, v, mask, dropout: float) -> Tuple[torch.Tensor, None]:
@@ -131,10 +131,10 @@ class DreamAttention(nn.Module):
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=False)
 
     def forward(self, hidden_states, cos, sin, attention_mask=None, past_key_values=None, output_attentions=False):
-        b, l, _ = hidden_states.shape
-        q = self.q_proj(hidden_states).view(b, l, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(hidden_states).view(b, l, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(hidden_states).view(b, l, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        b, length, _ = hidden_states.shape
+        q = self.q_proj(hidden_states).view(b, length, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(hidden_states).view(b, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(hidden_states).view(b, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary_pos_emb(q, k, cos, sin)  # (b, h, l, hd)
         if past_key_values is not None:  # a cache returns the full keys/values for this layer
             k, v = past_key_values.update(k, v, self.layer_idx)
@@ -142,10 +142,11 @@ class DreamAttention(nn.Module):
         k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
         impl = "eager" if output_attentions else (getattr(self.config, "_attn_implementation", None) or "sdpa")
         if impl not in ATTENTION_FUNCTIONS:
-            raise ValueError(f"attn_implementation={impl!r} is not supported; choose one of {list(ATTENTION_FUNCTIONS)}.")
+            raise ValueError(f"attn_implementation={impl!r} is not supported; "
+                             f"choose one of {list(ATTENTION_FUNCTIONS)}.")
         dropout = self.config.attention_dropout if self.training else 0.0
         out, weights = ATTENTION_FUNCTIONS[impl](q, k, v, attention_mask, dropout)
-        out = out.transpose(1, 2).reshape(b, l, -1)  # (b, l, d)
+        out = out.transpose(1, 2).reshape(b, length, -1)  # (b, l, d)
         return self.o_proj(out), weights
 
 
@@ -247,7 +248,8 @@ class SoftMaskDreamModel(SoftMaskDreamPreTrainedModel):
 
     def __init__(self, config: SoftMaskDreamConfig):
         super().__init__(config)
-        pad = config.pad_token_id if config.pad_token_id is not None and config.pad_token_id < config.vocab_size else None
+        pad = (config.pad_token_id if config.pad_token_id is not None and config.pad_token_id < config.vocab_size
+               else None)
         self.embed_tokens = DreamEmbedding(config.vocab_size, config.hidden_size, padding_idx=pad)
         self.layers = nn.ModuleList(DreamDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = DreamRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
@@ -275,12 +277,12 @@ class SoftMaskDreamModel(SoftMaskDreamPreTrainedModel):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
         hidden = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (b, l, d)
-        b, l, _ = hidden.shape
+        b, length, _ = hidden.shape
         offset = past_key_values.get_seq_length() if past_key_values is not None else 0
-        kv_len = past_key_values.kv_length(l) if past_key_values is not None else l
+        kv_len = past_key_values.kv_length(length) if past_key_values is not None else length
         if position_ids is None:
-            position_ids = default_position_ids(attention_mask, b, l, offset, hidden.device)
-        mask = prepare_attention_mask(attention_mask, b, l, kv_len)
+            position_ids = default_position_ids(attention_mask, b, length, offset, hidden.device)
+        mask = prepare_attention_mask(attention_mask, b, length, kv_len)
         cos, sin = self.rotary_emb(hidden, position_ids)
         all_hidden, all_attn = [], []
         for layer in self.layers:
