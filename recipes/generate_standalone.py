@@ -36,7 +36,8 @@ def main(argv=None) -> None:
     text = tokenizer.decode(out.sequences[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
     sm = model.soft_mask
     print(f"loaded {type(model).__module__}.{type(model).__name__} (sm_dream importable: False)")
-    print(f"SM parameters: w_s={sm.w_s.item():.4f} w_a={sm.w_a.item():.3f} w_b={sm.w_b.item():.3f}; {out.nfe} forward passes")
+    print(f"SM parameters: w_s={sm.w_s.item():.4f} w_a={sm.w_a.item():.3f} w_b={sm.w_b.item():.3f}; "
+          f"{out.nfe} forward passes")
     print(f"prompt: {args.prompt!r}\ngenerated: {text!r}")
 
 

@@ -3,7 +3,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import torch
 
 from sm_dream.training.data import (
     ChatPreprocessor,
@@ -69,7 +68,8 @@ HAND_MADE = [
 def test_split_conversation_takes_the_last_assistant_message():
     context, response = split_conversation([U("a"), A("b"), U("c"), A("d"), U("e")])
     assert [m["content"] for m in context] == ["a", "b", "c"] and response == {"role": "assistant", "content": "d"}
-    context, response = split_conversation(json.dumps([{"role": "Human", "content": "q"}, {"role": "gpt", "content": "r"}]))
+    context, response = split_conversation(json.dumps([{"role": "Human", "content": "q"},
+                                                       {"role": "gpt", "content": "r"}]))
     assert context == [U("q")] and response == A("r")
 
 

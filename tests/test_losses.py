@@ -16,13 +16,13 @@ def _model(**overrides):
     return SoftMaskDreamForDiffusionLM(small_vocab_config(**overrides)).eval()
 
 
-def _batch(b=3, l=12, seed=1):
+def _batch(b=3, length=12, seed=1):
     """Prompt tokens first, then response, then right padding (attention 0) in the last row."""
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, 120, (b, l), generator=g)
-    att = torch.ones(b, l, dtype=torch.long)
+    ids = torch.randint(1, 120, (b, length), generator=g)
+    att = torch.ones(b, length, dtype=torch.long)
     att[-1, -3:] = 0
-    resp = torch.zeros(b, l, dtype=torch.bool)
+    resp = torch.zeros(b, length, dtype=torch.bool)
     for i, start in enumerate([4, 3, 5][:b]):
         resp[i, start:] = att[i, start:].bool()
     noise = sample_noise(resp, 0.3, 0.7, p_sm=0.5, generator=g)
@@ -38,7 +38,8 @@ def _reference_loss(model, ids, att, resp, masked, t, sm_on):
         with torch.no_grad():
             raw = model(input_ids=x_t, attention_mask=att).logits  # (b, l, V)
         sm = model.soft_mask
-        w_s, w_a, w_b = torch.sigmoid(sm.s_raw), torch.nn.functional.softplus(sm.a_raw), -torch.nn.functional.softplus(sm.b_raw)
+        w_s, w_a, w_b = (torch.sigmoid(sm.s_raw), torch.nn.functional.softplus(sm.a_raw),
+                         -torch.nn.functional.softplus(sm.b_raw))
         k = model.config.sm_top_k
         for b, j in masked.nonzero().tolist():
             if not sm_on[b]:
@@ -60,8 +61,9 @@ def _reference_loss(model, ids, att, resp, masked, t, sm_on):
 def _count_forwards(model):
     """Records the input_ids shape of every forward call."""
     calls = []
-    model.register_forward_pre_hook(lambda m, args, kwargs: calls.append(tuple(kwargs.get("input_ids", kwargs.get("inputs_embeds")).shape[:2])),
-                                    with_kwargs=True)
+    model.register_forward_pre_hook(
+        lambda m, args, kwargs: calls.append(tuple(kwargs.get("input_ids", kwargs.get("inputs_embeds")).shape[:2])),
+        with_kwargs=True)
     return calls
 
 

@@ -75,7 +75,8 @@ def test_deepspeed_configs_validate(stage):
         DeepSpeedConfig(typo)  # the validation is strict, so the shipped files really passed it
 
 
-@pytest.mark.parametrize("name, kind", [("ddp.yaml", "MULTI_GPU"), ("zero2.yaml", "DEEPSPEED"), ("zero3.yaml", "DEEPSPEED")])
+@pytest.mark.parametrize("name, kind", [("ddp.yaml", "MULTI_GPU"), ("zero2.yaml", "DEEPSPEED"),
+                                        ("zero3.yaml", "DEEPSPEED")])
 def test_accelerate_configs_load(name, kind):
     from accelerate.commands.config.config_args import load_config_from_file
 
@@ -90,14 +91,19 @@ def _corpus_with_bad_rows(path: Path) -> dict:
     good = (RECIPES / "tiny" / "data" / "chat_tiny.jsonl").read_text().splitlines()[:24]
     bad = {
         "invalid_json": ['{"messages": [oops'],
-        "missing_role": [json.dumps({"messages": [{"content": "hi"}, {"role": "assistant", "content": "hello there you"}]})],
-        "non_text_content": [json.dumps({"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "x"}]})],
-        "empty_content": [json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]})],
+        "missing_role": [json.dumps({"messages": [{"content": "hi"},
+                                                  {"role": "assistant", "content": "hello there you"}]})],
+        "non_text_content": [json.dumps({"messages": [{"role": "user", "content": 3},
+                                                      {"role": "assistant", "content": "x"}]})],
+        "empty_content": [json.dumps({"messages": [{"role": "user", "content": "q"},
+                                                   {"role": "assistant", "content": ""}]})],
         "no_assistant_message": [json.dumps({"messages": [{"role": "user", "content": "anyone?"}]})],
         "missing_messages": [json.dumps({"text": "not a chat"})],
         "tool_call": [json.dumps({"messages": [{"role": "user", "content": "run"},
-                                               {"role": "assistant", "content": "<tool_call>{}</tool_call> done now"}]})],
-        "response_too_short": [json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hi."}]})],
+                                               {"role": "assistant",
+                                                "content": "<tool_call>{}</tool_call> done now"}]})],
+        "response_too_short": [json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                                        {"role": "assistant", "content": "Hi."}]})],
     }
     lines = good[:8] + [line for rows in bad.values() for line in rows] + good[8:]
     path.write_text("\n".join(lines) + "\n")
@@ -136,7 +142,8 @@ def test_tiny_recipe_end_to_end_with_malformed_rows(tmp_path):
 def _run_tiny(out: Path, launcher, *extra, env=None, timeout=900):
     """The tiny recipe for 3 steps in a subprocess; returns the log history of checkpoint-3."""
     cmd = [*launcher, str(RECIPES / "finetune_dream_coder.py"), "--config", str(TINY), "--output_dir", str(out),
-           "--max_steps", "3", "--save_steps", "3", "--eval_strategy", "no", "--export_dir", str(out / "merged"), *extra]
+           "--max_steps", "3", "--save_steps", "3", "--eval_strategy", "no", "--export_dir", str(out / "merged"),
+           *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**ONE_THREAD_ENV, **(env or {})},
                           timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -152,7 +159,8 @@ def _sm_and_losses(history):
 def test_accelerate_launch_two_cpu_processes(tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2` is DDP on gloo here (`--cpu` would start one process)."""
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29561"]
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                "--main_process_port", "29561"]
     history = _run_tiny(tmp_path / "ddp", launcher)
     # the tiny recipe's global_batch_size 4 over 2 processes x 2 per device: no accumulation
     assert "effective batch 4 = 2 processes x 2 per device x 1 gradient accumulation steps" in _run_tiny.stdout
@@ -168,7 +176,8 @@ def test_deepspeed_zero_matches_a_plain_run(tmp_path, stage):
     """One DeepSpeed process on CPU (the first run compiles a comm op, ~1-6 min): same losses and SM values."""
     pytest.importorskip("deepspeed")
     plain = _sm_and_losses(_run_tiny(tmp_path / "plain", [sys.executable]))
-    env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(29570 + stage)}
+    env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(29570 + stage)}
     ds = _sm_and_losses(_run_tiny(tmp_path / "ds", [sys.executable], "--deepspeed",
                                   str(RECIPES / "accelerate_configs" / f"ds_zero{stage}.json"), env=env))
     assert len(ds) == len(plain) == 3
@@ -273,7 +282,8 @@ def test_gradient_accumulation_is_derived_from_the_global_batch(world, per_devic
 def test_global_batch_errors_and_the_launched_process_count(monkeypatch):
     from sm_dream.training import configs
 
-    with pytest.raises(ValueError, match=r"global_batch_size=8 is not a multiple of 8 processes x per_device_train_batch_size=2 = 16"):
+    with pytest.raises(ValueError, match=r"global_batch_size=8 is not a multiple of 8 processes x "
+                                         r"per_device_train_batch_size=2 = 16"):
         configs.gradient_accumulation_for(8, 8, 2)
     with pytest.raises(ValueError, match="gradient_accumulation_steps=4 contradicts global_batch_size=8"):
         configs.gradient_accumulation_for(8, 4, 1, given=4)
@@ -313,7 +323,8 @@ def _train(out: Path, *extra):
 
 
 def _snapshot(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size) for p in folder.rglob("*") if p.is_file()}
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size)
+            for p in folder.rglob("*") if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -405,7 +416,8 @@ def test_exports_carry_model_cards_and_refuse_to_replace_another_model(finished_
     moved = tmp_path / "moved"  # the run folder moved: its adapter config names the old base_model/ path
     shutil.copytree(finished_run, moved, ignore=shutil.ignore_patterns("merged"))
     config = json.loads((moved / "adapter_config.json").read_text())
-    (moved / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "/gone/run/base_model"}))
+    (moved / "adapter_config.json").write_text(json.dumps({**config,
+                                                           "base_model_name_or_path": "/gone/run/base_model"}))
     cli(["export", str(moved), str(tmp_path / "m0")])  # the tiny base moved with the run: found there
     shutil.rmtree(moved / "base_model")
     with pytest.raises(SystemExit, match=r"was the run folder moved\?.*--base_model"):

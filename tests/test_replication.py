@@ -171,8 +171,9 @@ def test_parse_args_quick_overrides_and_flags_win():
 
 @pytest.mark.parametrize(
     "field, value, message",
-    [("seeds", [], "seeds is empty"), ("gen_new_tokens", 48, "gen_new_tokens=48"), ("nfe_budgets", [2.0], "nfe_budgets"),
-     ("corpora", ["web"], "corpora=\\['web'\\]"), ("task_new_tokens", 0, "task_new_tokens=0"),
+    [("seeds", [], "seeds is empty"), ("gen_new_tokens", 48, "gen_new_tokens=48"),
+     ("nfe_budgets", [2.0], "nfe_budgets"), ("corpora", ["web"], "corpora=\\['web'\\]"),
+     ("task_new_tokens", 0, "task_new_tokens=0"),
      ("final_evals", 0, "final_evals=0")],
 )
 def test_invalid_args_raise_naming_the_field(field, value, message):
@@ -347,8 +348,10 @@ def _fake_results():
                   "pretrain": {"final": init},
                   "seeds": {s: {"binary": arm([1.0, 1.0]), "sm": arm([1.0, 1.0], [1.0, 1.0]),
                                 "generation": task([1, 1])} for s in ("1", "2")}}
-    return {"args": args, "command": "python recipes/replicate_small.py", "corpora": {"stdlib": stdlib, "structured": structured},
-            "timing": {"total_s": 600.0}, "versions": {"torch": "2.x", "transformers": "5.x"}, "load_average": [3.0, 2.0, 1.0]}
+    return {"args": args, "command": "python recipes/replicate_small.py",
+            "corpora": {"stdlib": stdlib, "structured": structured},
+            "timing": {"total_s": 600.0}, "versions": {"torch": "2.x", "transformers": "5.x"},
+            "load_average": [3.0, 2.0, 1.0]}
 
 
 def test_markdown_report_means_intervals_and_verdicts():
@@ -362,7 +365,8 @@ def test_markdown_report_means_intervals_and_verdicts():
     assert "| w_s | 0.0067 | 0.3000 ± 0.1414 |" in text
     assert "| 1 | 32 | 4.0000 ± 0.0000 | 3.9000 ± 0.0000 | -0.1000 [-0.1000, -0.1000] | SM better |" in text
     # structured: binary correct on prompt 2 only, SM on both -> SM - binary is (+1, 0) per seed
-    assert "| entropy | 1/2 | 8 | 0.500 [0.000, 1.000] | 1.000 [1.000, 1.000] | +0.500 [+0.000, +1.000] | no difference |" in text
+    assert ("| entropy | 1/2 | 8 | 0.500 [0.000, 1.000] | 1.000 [1.000, 1.000] | +0.500 [+0.000, +1.000] "
+            "| no difference |") in text
     assert "| structured | held-out NLL (nats/token) | +0.0000 [+0.0000, +0.0000] | no difference | 0 of 2 |" in text
     assert "Corpus `stdlib`: Python 3.x standard library" in text and "25.0% of the held-out lines" in text
     assert "torch 2.x, transformers 5.x" in text and "load average 3.0" in text
@@ -376,7 +380,8 @@ def test_corpus_dir_is_named_in_the_report(tmp_path):
 
     corpus = prepare_data(args, "stdlib")["corpus"]
     assert corpus["source"] == f"the *.py files of {tmp_path}"
-    assert prepare_data(dataclasses.replace(QUICK, max_files=3), "stdlib")["corpus"]["source"].endswith("standard library")
+    assert prepare_data(dataclasses.replace(QUICK, max_files=3),
+                        "stdlib")["corpus"]["source"].endswith("standard library")
 
 
 def test_quick_mode_end_to_end(tmp_path):

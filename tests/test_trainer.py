@@ -98,7 +98,8 @@ def test_full_finetuning_is_one_flag_away(tmp_path):
     assert all(p.requires_grad for p in model.parameters())
     groups = optimizer_groups(model, 1e-5, 1e-2, 0.0, [])
     assert [len(g["params"]) for g in groups] == [len(list(model.parameters())) - 3, 3]
-    with pytest.raises(ValueError, match=r"finetuning='qlora' is unknown \(did you mean 'lora'\?\); choose one of \['dora', 'lora', 'full'\]"):
+    with pytest.raises(ValueError, match=r"finetuning='qlora' is unknown \(did you mean 'lora'\?\); "
+                                         r"choose one of \['dora', 'lora', 'full'\]"):
         prepare_for_finetuning(model, "qlora")
 
 
@@ -176,8 +177,10 @@ def test_gradient_checkpointing_gives_the_same_gradients(tmp_path):
     grads = []
     for checkpointing in (False, True):
         capture = GradCapture()
-        extra = dict(gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False}) if checkpointing else {}
-        trainer = make_trainer(tmp_path / str(checkpointing), callbacks=[capture], cls=SeededNoiseTrainer, max_steps=1, **extra)
+        extra = (dict(gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False})
+                 if checkpointing else {})
+        trainer = make_trainer(tmp_path / str(checkpointing), callbacks=[capture], cls=SeededNoiseTrainer,
+                               max_steps=1, **extra)
         trainer.train()
         assert trainer.model.base_model.model.model.gradient_checkpointing == checkpointing
         grads.append(capture.grads[0])

@@ -14,8 +14,8 @@ continuation can be checked exactly (`structured_problem`, `exact_match`). See d
 Tokenizer (per corpus): a byte-level BPE trained on the fly on the training texts only, with `<|endoftext|>` at id 0
 (document separator = pad = eos) and `<|mask|>` appended as the last id, so `vocab_size = mask_id + 1`.
 
-Windows: each split's texts (files, or generated documents) are tokenised, joined with `<|endoftext|>` and cut into non-overlapping
-windows of `seq_len` tokens; `window_order` fixes which windows each training step sees.
+Windows: each split's texts (files, or generated documents) are tokenised, joined with `<|endoftext|>` and cut into
+non-overlapping windows of `seq_len` tokens; `window_order` fixes which windows each training step sees.
 """
 
 import random
@@ -144,7 +144,8 @@ def structured_problem(rng: random.Random, family: str) -> Tuple[str, str]:
 def structured_documents(num_documents: int, lines_per_document: int, seed: int) -> List[List[Tuple[str, str, str]]]:
     """`num_documents` lists of (family, head, tail) lines, families drawn uniformly, from `seed`."""
     rng = random.Random(seed)
-    return [[(f, *structured_problem(rng, f)) for f in (rng.choice(STRUCTURED_FAMILIES) for _ in range(lines_per_document))]
+    return [[(f, *structured_problem(rng, f))
+             for f in (rng.choice(STRUCTURED_FAMILIES) for _ in range(lines_per_document))]
             for _ in range(num_documents)]
 
 

@@ -98,7 +98,8 @@ def heldout_section(name: str, corpus: Dict, args: Dict) -> List[str]:
     c = heldout_comparison(corpus, args)
     d = c["per_seed"]
     lines += ["", f"Paired difference SM arm (two passes) - binary arm: {fmt(d)} nats/token over seeds; "
-              f"SM is lower in {sum(x < 0 for x in d)} of {len(d)} seeds (per seed: {', '.join(f'{x:+.4f}' for x in d)}). "
+              f"SM is lower in {sum(x < 0 for x in d)} of {len(d)} seeds "
+              f"(per seed: {', '.join(f'{x:+.4f}' for x in d)}). "
               f"Per window, bootstrap over windows and seeds: {fmt_ci(c['ci'])} (95%): **{c['verdict']}**.", ""]
     return lines
 
@@ -122,7 +123,8 @@ def generation_section(corpus: Dict, args: Dict) -> List[str]:
              "the difference is paired per prompt, with a 95% bootstrap interval over prompts and seeds. "
              "Unigram entropy (bits) and distinct-2 show whether a low NLL comes from repetitive text; the "
              f"reference continuations have NLL {fmt([r['nll'] for r in ref])}, unigram entropy "
-             f"{fmt([r['unigram_entropy'] for r in ref], 3)} and distinct-2 {fmt([r['distinct2'] for r in ref], 3)}.", "",
+             f"{fmt([r['unigram_entropy'] for r in ref], 3)} and distinct-2 "
+             f"{fmt([r['distinct2'] for r in ref], 3)}.", "",
              "| NFE budget | steps | binary NLL | SM NLL | SM - binary [95% CI] | verdict | entropy binary / SM | "
              "distinct-2 binary / SM |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     comparisons = generation_comparisons(corpus, args)
@@ -138,7 +140,8 @@ def generation_section(corpus: Dict, args: Dict) -> List[str]:
 
 
 def task_section(corpus: Dict, args: Dict) -> List[str]:
-    prompts = len(seeds_of(corpus)[0]["generation"]["binary"][args["task_algs"][0]][str(args["nfe_budgets"][0])]["correct"])
+    prompts = len(
+        seeds_of(corpus)[0]["generation"]["binary"][args["task_algs"][0]][str(args["nfe_budgets"][0])]["correct"])
     lines = [f"### Exact-match accuracy: {args['task_new_tokens']} checked tokens after a held-out prompt "
              f"({prompts} prompts per seed, greedy tokens)", "",
              "Accuracy: share of prompts whose continuation is exactly the only correct one, mean over seeds "
@@ -183,7 +186,8 @@ def markdown_report(results: Dict) -> str:
         f"process(es)" + (f", load average {load[0]:.1f} at the end" if load else "") + ". Versions: "
         + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".", "",
         "## Summary: SM arm - binary arm, 95% bootstrap intervals over items and seeds", "",
-        "| corpus | measure | SM - binary [95% CI] | verdict | seeds with SM better |", "| --- | --- | --- | --- | --- |",
+        "| corpus | measure | SM - binary [95% CI] | verdict | seeds with SM better |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for name, corpus in results["corpora"].items():
         c = heldout_comparison(corpus, args)

@@ -32,7 +32,8 @@ def bootstrap_ci(values: Sequence[Sequence[float]], resamples: int = 2000, level
     """(estimate, low, high) of the mean over seeds of the per-seed mean of `values` (seeds x items,
     the same number of items per seed): a two-level percentile bootstrap, seeds then items."""
     if not values or any(len(v) != len(values[0]) or not v for v in values):
-        raise ValueError(f"bootstrap_ci needs seeds with the same, non-zero number of items; got {[len(v) for v in values]}.")
+        raise ValueError(f"bootstrap_ci needs seeds with the same, non-zero number of items; "
+                         f"got {[len(v) for v in values]}.")
     if not 0 < level < 1:
         raise ValueError(f"level={level} must lie in (0, 1), e.g. 0.95.")
     d = torch.tensor(values, dtype=torch.float64)  # (S, P)

@@ -115,7 +115,8 @@ class ReplicationArgs:
     task_algs: List[str] = field(default_factory=lambda: ["origin", "entropy"])  # greedy tokens
     bootstrap_resamples: int = 2000
     workers: int = 2  # processes running the jobs (1 = all in this process)
-    threads: int = 1  # torch threads per process; 1 is fastest on a shared 2-core machine (2 threads wait on each other under load)
+    # torch threads per process; 1 is fastest on a shared 2-core machine (2 threads wait on each other under load)
+    threads: int = 1
 
     def validate(self) -> None:
         """Raise ValueError naming the setting that cannot work."""
@@ -293,7 +294,8 @@ def _run(args: ReplicationArgs, out: Path, log, command: str) -> Dict:
     with _executor(args.workers) as pool:
         pending: Dict[Future, Tuple] = {}
         for name, data in datasets.items():  # the pretraining of each corpus, in parallel
-            pending[pool.submit(pretrain, data, args, _job_log(log, f"{name} pretrain", args.workers))] = ("pretrain", name)
+            pending[pool.submit(pretrain, data, args,
+                                _job_log(log, f"{name} pretrain", args.workers))] = ("pretrain", name)
         bases, arms = {}, {}
         while pending:
             done, _ = wait(list(pending), return_when=FIRST_COMPLETED)

@@ -56,7 +56,8 @@ class ModelArguments:
     def __post_init__(self):
         self.model_config_overrides = _json_or_value(self.model_config_overrides) or {}
         if not isinstance(self.model_config_overrides, dict):
-            raise ValueError(f"model_config_overrides={self.model_config_overrides!r} must be a mapping of config fields.")
+            raise ValueError(f"model_config_overrides={self.model_config_overrides!r} must be a mapping of "
+                             "config fields.")
         if self.model_name_or_path is None and not self.tiny:
             raise ValueError("Set model_name_or_path (e.g. Dream-org/Dream-Coder-v0-Instruct-7B) or tiny: true.")
 
@@ -80,7 +81,8 @@ class DataArguments:
     min_response_tokens: int = field(default=5, metadata={"help": "Drop records with a shorter response."})
     max_eos_pad: int = field(default=50, metadata={"help": "n ~ U{0..max_eos_pad} eos appended per response."})
     max_length: Optional[int] = field(default=None, metadata={
-        "help": "Cap on prompt + answer + eos tokens: longer examples are cut at the right, dropped if no answer is left."})
+        "help": "Cap on prompt + answer + eos tokens: longer examples are cut at the right, "
+                "dropped if no answer is left."})
     preprocessing_num_workers: Optional[int] = field(default=None, metadata={"help": "Processes for the map."})
 
     def __post_init__(self):

@@ -40,7 +40,8 @@ FILTER_REASONS = ("tool_call", "special_token_in_content", "context_too_long", "
                   "no_response_after_truncation")
 MALFORMED_REASONS = (
     "undecodable_line", "blank_line", "invalid_json", "record_not_an_object", "missing_messages", "not_a_list",
-    "no_messages", "message_not_a_dict", "missing_role", "unknown_role", "missing_content", "non_text_content", "empty_content", "no_assistant_message", "no_user_message",
+    "no_messages", "message_not_a_dict", "missing_role", "unknown_role", "missing_content", "non_text_content",
+    "empty_content", "no_assistant_message", "no_user_message",
     "template_error",
 )
 

@@ -58,7 +58,8 @@ def unwrap_model(model):
 
 def _check_masks(response_mask: torch.Tensor, masked: torch.Tensor) -> None:
     if masked.shape != response_mask.shape:
-        raise ValueError(f"masked {tuple(masked.shape)} and response_mask {tuple(response_mask.shape)} differ in shape.")
+        raise ValueError(f"masked {tuple(masked.shape)} and response_mask {tuple(response_mask.shape)} "
+                         "differ in shape.")
     if bool((masked & ~response_mask.bool()).any()):
         raise ValueError("masked has positions outside response_mask: only response tokens may be masked.")
 

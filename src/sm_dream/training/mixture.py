@@ -35,7 +35,8 @@ class DataSource:
         if isinstance(value, str):
             return cls(path=value)
         if not isinstance(value, dict):
-            raise ValueError(f"dataset entry {value!r} must be a name/path or a mapping of {list(cls.__annotations__)}.")
+            raise ValueError(f"dataset entry {value!r} must be a name/path or a mapping of "
+                             f"{list(cls.__annotations__)}.")
         unknown = sorted(set(value) - set(cls.__annotations__))
         if unknown:
             raise ValueError(f"dataset entry has unknown keys {unknown}; valid keys: {list(cls.__annotations__)}.")
@@ -49,10 +50,12 @@ def load_source(source: DataSource):
     """(train, validation or None, messages column) for one source."""
     from datasets import load_dataset
 
-    local = source.data_files or (source.path if source.path and source.path.endswith(JSON_SUFFIXES + (".parquet",)) else None)
+    local = source.data_files or (source.path if source.path and source.path.endswith(JSON_SUFFIXES + (".parquet",))
+                                  else None)
     if local is not None:
         train, column = load_local_chat_files(local, source.messages_column)
-        valid = load_local_chat_files(source.eval_data_files, source.messages_column)[0] if source.eval_data_files else None
+        valid = (load_local_chat_files(source.eval_data_files, source.messages_column)[0] if source.eval_data_files
+                 else None)
         return train, valid, column
     train = load_dataset(source.path, source.name, split=source.split)
     valid = load_dataset(source.path, source.name, split=source.eval_split) if source.eval_split else None

@@ -72,17 +72,17 @@ def sample_noise(
     `generator` (or torch's global RNG) on the batch's device.
     """
     check_noise_args(low, high, p_sm)
-    b, l = response_mask.shape
+    b, length = response_mask.shape
     device = response_mask.device
     if seeds is not None:
-        draws = [_seeded_row(int(s), l) for s in seeds.tolist()]
+        draws = [_seeded_row(int(s), length) for s in seeds.tolist()]
         t01 = torch.stack([d[0] for d in draws]).to(device)  # (b,)
         sm01 = torch.stack([d[1] for d in draws]).to(device)  # (b,)
         u = torch.stack([d[2] for d in draws]).to(device)  # (b, l)
     else:
         t01 = torch.rand(b, device=device, generator=generator)
         sm01 = torch.rand(b, device=device, generator=generator)
-        u = torch.rand(b, l, device=device, generator=generator)
+        u = torch.rand(b, length, device=device, generator=generator)
     t = (low + (high - low) * t01).clamp_min(MIN_T)  # (b,)
     return NoiseDraw(t=t, masked=_masks_from_draws(response_mask, t, u), sm_on=sm01 < p_sm)
 

@@ -115,7 +115,8 @@ class SoftMaskTrainer(Trainer):
             if p_sm > 0:
                 soft = self._loss(model, inputs, 1.0, num_items=None, seeds=seeds)
                 self._eval_sums["nll_sm"] += float(soft.nll_per_sample.sum())
-                sm_on = sample_noise(inputs["response_mask"], self.args.t_low, self.args.t_high, p_sm, seeds=seeds).sm_on
+                sm_on = sample_noise(inputs["response_mask"], self.args.t_low, self.args.t_high, p_sm,
+                                     seeds=seeds).sm_on
                 per_sample = torch.where(sm_on, soft.nll_per_sample, per_sample)
             self._eval_sums["nll"] += float(per_sample.sum())
             self._eval_sums["tokens"] += float(inputs["response_mask"].sum())
