@@ -151,40 +151,20 @@ def sm_cost(args) -> None:
 
         variants = {"SM off": run(False), "SM on": run(True)}
         if baseline is not None:
-            variants["SM off, baseline"] = run(False, baseline)
-        nfe = {variant: int(call().nfe) for variant, call in variants.items()}  # warm-up, and passes run
+            variants.update({"SM off, baseline": run(False, baseline), "SM on, baseline": run(True, baseline)})
+        outputs = {variant: call() for variant, call in variants.items()}  # warm-up, passes run and tokens
         result = _interleaved(variants, args.rounds)
-        line = f"  {name:>20} (NFE {nfe['SM off']}/{nfe['SM on']}):"
+        print(f"  {name} (NFE SM off {outputs['SM off'].nfe}, SM on {outputs['SM on'].nfe}):")
         for variant, (wall, cpu, wall_ratio, cpu_ratio) in result.items():
-            line += f"  {variant} {cpu:6.2f} s CPU ({wall:6.2f} s wall)"
-        on, off = result["SM on"], result["SM off"]
-        line += f" | SM on / off: CPU {on[3]:.3f}, wall {on[2]:.3f}"
+            print(f"    {variant:>17}: {cpu:6.2f} s CPU ({wall:6.2f} s wall)  time / SM off: CPU {cpu_ratio:.3f}, "
+                  f"wall {wall_ratio:.3f}")
         if baseline is not None:
-            base = result["SM off, baseline"]
-            line += f" | SM off, baseline / this: CPU {base[3]:.3f}, wall {base[2]:.3f}"
-        print(line, flush=True)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompt", type=int, default=32)
-    parser.add_argument("--new", type=int, default=256)
-    parser.add_argument("--k", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the SM / binary comparison")
-    parser.add_argument("--budget_rounds", type=int, default=2, help="interleaved rounds of the budget sweep")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared CPU)")
-    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
-    parser.add_argument("--no_budgets", action="store_true", help="skip the budget sweep")
-    parser.add_argument("--cases", nargs="+", choices=["throughput", "sm_cost"], default=["throughput", "sm_cost"])
-    parser.add_argument("--sm_cases", nargs="+", choices=list(SM_COST_CASES), help="a subset of the sm_cost cases")
-    parser.add_argument("--logit_scale", type=float, default=32.0, help="factor on the mid model's LM head")
-    parser.add_argument("--baseline", help="a sm_dream/model directory whose loop is also timed (SM off)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    if "sm_cost" in args.cases:
-        sm_cost(args)
-    if "throughput" in args.cases:
-        throughput(args)
+            base_off, base_on = result["SM off, baseline"], result["SM on, baseline"]
+            same = {sm: torch.equal(outputs[f"SM {sm}"].sequences, outputs[f"SM {sm}, baseline"].sequences)
+                    for sm in ("off", "on")}
+            ratio = base_on[1] / base_off[1]
+            print(f"    SM on / off: this {result['SM on'][3]:.3f}, baseline {ratio:.3f} (CPU, medians); "
+                  f"same tokens as the baseline: SM off {same['off']}, SM on {same['on']}", flush=True)
 
 
 def throughput(args) -> None:
@@ -213,6 +193,27 @@ def throughput(args) -> None:
                 print(f"  budget {budget:>3} ({passes:>3} passes): {args.new / wall:6.1f} tokens/s wall, {args.new / cpu:6.1f}"
                       f" tokens/s CPU  time / budget 1/4: CPU {cpu_ratio:.2f}, wall {wall_ratio:.2f}")
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompt", type=int, default=32)
+    parser.add_argument("--new", type=int, default=256)
+    parser.add_argument("--k", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the SM / binary comparison")
+    parser.add_argument("--budget_rounds", type=int, default=2, help="interleaved rounds of the budget sweep")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared CPU)")
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--no_budgets", action="store_true", help="skip the budget sweep")
+    parser.add_argument("--cases", nargs="+", choices=["throughput", "sm_cost"], default=["throughput", "sm_cost"])
+    parser.add_argument("--sm_cases", nargs="+", choices=list(SM_COST_CASES), help="a subset of the sm_cost cases")
+    parser.add_argument("--logit_scale", type=float, default=32.0, help="factor on the mid model's LM head")
+    parser.add_argument("--baseline", help="a sm_dream/model directory whose loop is also timed (SM off)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if "sm_cost" in args.cases:
+        sm_cost(args)
+    if "throughput" in args.cases:
+        throughput(args)
 
 if __name__ == "__main__":
     main()

@@ -223,6 +223,32 @@ def test_refreshing_every_step_without_a_cache_feeds_back_the_whole_suffix_every
         torch.testing.assert_close(state.top_probs, reference.topk_probs[:, 0], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("cache", [None, "use_cache", "dual_cache"])
+def test_a_refresh_feeds_the_suffix_when_the_schedule_turns_sm_on_inside_the_block(model, cache):
+    # binary_then_sm with t' = 0.32: factor 0 before step 11 (f = step / 16 < 0.68), 1 from step 11,
+    # the last step of block 3 (steps 8..11, columns 14..17). Pass 11 gets the suffix feedback of the
+    # block's refresh (step 8, whose own factor is 0) and the block's of step 10 (step 9 commits).
+    seen = {}
+
+    def keep_logits(step, x, logits):
+        seen[step] = logits.clone()
+        return logits
+
+    flags = {cache: True} if cache else {}
+    kwargs = dict(block_length=4, steps=16, output_history=True, sm_schedule="binary_then_sm", sm_threshold=0.32, **flags)
+    out = _generate(model, generation_logits_hook_func=keep_logits, **kwargs)
+    assert all(state is None for state in out.sm_trace[:10]) and out.sm_trace[10] is not None
+    suffix = torch.zeros(2, 6 + N, dtype=torch.bool)
+    suffix[:, 18:] = True
+    state = out.sm_trace[10]
+    logits = torch.where(suffix.unsqueeze(-1), seen[8], seen[10])
+    reference = feedback_from_logits(logits, state.positions, k=model.config.sm_top_k)
+    assert state.positions[suffix].all()
+    assert torch.equal(state.top_ids, reference.topk_ids[:, 0])
+    torch.testing.assert_close(state.top_probs, reference.topk_probs[:, 0], rtol=0, atol=0)
+    assert torch.equal(_generate(model, **kwargs).sequences, out.sequences)  # the fused pass (no hook) alike
+
+
 @pytest.mark.parametrize("alg,temperature", [("entropy", 0.0), ("origin", 0.7)])
 def test_remasking_with_sigma_zero_is_plain_decoding(model, alg, temperature):
     def run(**extra):
