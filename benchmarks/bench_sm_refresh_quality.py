@@ -14,11 +14,14 @@ continuation under the binary pretrained model (nats per token, lower is better;
 `entropy` at temperature 0 by default, so every difference comes from the rule), exact match of the
 generated tokens with the held-out continuation (token accuracy), unigram entropy and distinct
 bigrams (collapse check), and the share of tokens both rules generate alike. A quick, small-sample
-check (one seed, a few minutes of training): differences within noise are what to expect.
+check (one seed, a few minutes of training): differences within noise are what to expect. A small
+model learns a small w_s (SM barely changes its tokens), so `--stress_w_s 0.9` repeats the comparison
+with w_s set to 0.9: a model that leans on its soft inputs far more than it learned to.
 """
 
 import argparse
 import dataclasses
+import math
 import time
 
 import torch
@@ -40,6 +43,7 @@ def main() -> None:
     parser.add_argument("--alg", default="entropy")
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--stress_w_s", type=float, nargs="*", default=[0.9], help="also compare with these w_s")
     ns = parser.parse_args()
     torch.set_num_threads(ns.threads)
     args = ReplicationArgs(max_files=ns.max_files, vocab_size=1024, seq_len=96, gen_new_tokens=ns.new_tokens,
@@ -58,10 +62,20 @@ def main() -> None:
           f"{ns.pretrain_steps} + {ns.continue_steps} steps; SM {model.soft_mask.mapped()}")
     windows = data["gen_windows"]
     prompt_length = args.seq_len - ns.new_tokens
-    reference = windows[:, prompt_length:]
     print(f"{windows.shape[0]} held-out prompts, {ns.new_tokens} new tokens, blocks of {ns.block_length}, no cache, "
           f"alg {ns.alg}, temperature {ns.temperature}")
     print(f"  reference continuation: {_format(continuation_metrics(base, windows, prompt_length, args))}")
+    compare(model, base, windows, prompt_length, args, ns)
+    for w_s in ns.stress_w_s:
+        with torch.no_grad():
+            model.soft_mask.s_raw.fill_(math.log(w_s / (1 - w_s)))  # w_s = sigmoid(s_raw)
+        print(f"  with w_s set to {w_s} (stress):")
+        compare(model, base, windows, prompt_length, args, ns)
+
+
+def compare(model, base, windows, prompt_length: int, args, ns) -> None:
+    """Metrics of SM off and of both rules at NFE budgets 1/4 and 1."""
+    reference = windows[:, prompt_length:]
     for budget in (0.25, 1.0):
         outputs = {}
         for name, extra in {"SM off": dict(soft_masking=False), **RULES}.items():
