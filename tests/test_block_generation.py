@@ -235,7 +235,8 @@ def test_a_refresh_feeds_the_suffix_when_the_schedule_turns_sm_on_inside_the_blo
         return logits
 
     flags = {cache: True} if cache else {}
-    kwargs = dict(block_length=4, steps=16, output_history=True, sm_schedule="binary_then_sm", sm_threshold=0.32, **flags)
+    kwargs = dict(block_length=4, steps=16, output_history=True, sm_schedule="binary_then_sm", sm_threshold=0.32,
+                  **flags)
     out = _generate(model, generation_logits_hook_func=keep_logits, **kwargs)
     assert all(state is None for state in out.sm_trace[:10]) and out.sm_trace[10] is not None
     suffix = torch.zeros(2, 6 + N, dtype=torch.bool)
