@@ -53,11 +53,19 @@ def test_one_block_without_cache_is_the_plain_loop(model):
 @pytest.mark.parametrize("cache", ["use_cache", "dual_cache"])
 @pytest.mark.parametrize("block_length", [N, 4])
 def test_cache_refreshed_every_step_gives_the_uncached_tokens(model, cache, block_length):
-    uncached = _generate(model, block_length=block_length)
+    # Refreshing every step also refreshes the suffix feedback at every step, so the uncached
+    # reference refreshes every step too (without a cache, `cache_refresh_interval` sets how often
+    # the suffix feedback is refreshed).
+    uncached = _generate(model, block_length=block_length, cache_refresh_interval=1)
     cached = _generate(model, block_length=block_length, cache_refresh_interval=1, **{cache: True})
     assert torch.equal(cached.sequences, uncached.sequences)
     if block_length == N:
         assert torch.equal(cached.sequences, _generate(model).sequences)
+
+
+def test_without_sm_the_refresh_interval_changes_nothing_without_a_cache(model):
+    refreshed = _generate(model, soft_masking=False, block_length=4, cache_refresh_interval=1)
+    assert torch.equal(refreshed.sequences, _generate(model, soft_masking=False, block_length=4).sequences)
 
 
 @pytest.mark.parametrize("cache", ["use_cache", "dual_cache"])
@@ -159,7 +167,7 @@ def test_threshold_confidence_is_the_model_probability_whatever_the_temperature(
     assert out.nfe > 1 and forced > 0  # tau binds: blocks are not filled in one step
 
 
-def test_prefix_cache_suffix_feedback_comes_from_the_last_refresh(model):
+def test_suffix_feedback_comes_from_the_blocks_refresh_with_and_without_a_cache(model):
     out = _generate(model, use_cache=True, block_length=4, steps=16, output_history=True)
     suffix = torch.zeros(2, 6 + N, dtype=torch.bool)
     suffix[:, 14:] = True  # positions after the second block
@@ -170,9 +178,10 @@ def test_prefix_cache_suffix_feedback_comes_from_the_last_refresh(model):
     in_suffix = suffix[first.positions]
     for state in states[1:]:
         assert torch.equal(state.top_ids[suffix[state.positions]], first.top_ids[in_suffix])
-    # Without a cache the suffix feedback is recomputed from every step's logits. Checked against the
-    # logits the step itself produced (seen through the logits hook), not by asking that the top
-    # candidates change: a random model's near-uniform rows would make that a float tie.
+    # Without a cache the same rule: the suffix feedback comes from the refresh (step 4), the
+    # block's from each step. Checked against the logits the steps produced (seen through the logits
+    # hook), not by asking that the top candidates change: a random model's near-uniform rows would
+    # make that a float tie.
     seen = {}
 
     def keep_logits(step, x, logits):
@@ -183,10 +192,62 @@ def test_prefix_cache_suffix_feedback_comes_from_the_last_refresh(model):
                          generation_logits_hook_func=keep_logits)
     for step in range(4, 7):
         state = uncached.sm_trace[step]
-        reference = feedback_from_logits(seen[step], state.positions, k=model.config.sm_top_k)
+        logits = torch.where(suffix.unsqueeze(-1), seen[4], seen[step])  # suffix rows from the refresh
+        reference = feedback_from_logits(logits, state.positions, k=model.config.sm_top_k)
         assert state.positions[suffix].all()  # the whole suffix is fed back at every step
         assert torch.equal(state.top_ids, reference.topk_ids[:, 0])
         torch.testing.assert_close(state.top_probs, reference.topk_probs[:, 0], rtol=0, atol=0)
+    # Without the hook, each row is read once (`step_rows`); the same tokens and feedback.
+    fused = _generate(model, block_length=4, steps=16, output_history=True)
+    assert torch.equal(fused.sequences, uncached.sequences)
+    for a, b in zip(fused.sm_trace, uncached.sm_trace):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.equal(a.positions, b.positions) and torch.equal(a.top_ids, b.top_ids)
+            torch.testing.assert_close(a.lam, b.lam, rtol=0, atol=0)
+
+
+def test_refreshing_every_step_without_a_cache_feeds_back_the_whole_suffix_every_step(model):
+    seen = {}
+
+    def keep_logits(step, x, logits):
+        seen[step] = logits.clone()
+        return logits
+
+    out = _generate(model, block_length=4, steps=16, output_history=True, cache_refresh_interval=1,
+                    generation_logits_hook_func=keep_logits)
+    for step in range(4, 7):
+        state = out.sm_trace[step]
+        reference = feedback_from_logits(seen[step], state.positions, k=model.config.sm_top_k)
+        assert torch.equal(state.top_ids, reference.topk_ids[:, 0])
+        torch.testing.assert_close(state.top_probs, reference.topk_probs[:, 0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cache", [None, "use_cache", "dual_cache"])
+def test_a_refresh_feeds_the_suffix_when_the_schedule_turns_sm_on_inside_the_block(model, cache):
+    # binary_then_sm with t' = 0.32: factor 0 before step 11 (f = step / 16 < 0.68), 1 from step 11,
+    # the last step of block 3 (steps 8..11, columns 14..17). Pass 11 gets the suffix feedback of the
+    # block's refresh (step 8, whose own factor is 0) and the block's of step 10 (step 9 commits).
+    seen = {}
+
+    def keep_logits(step, x, logits):
+        seen[step] = logits.clone()
+        return logits
+
+    flags = {cache: True} if cache else {}
+    kwargs = dict(block_length=4, steps=16, output_history=True, sm_schedule="binary_then_sm", sm_threshold=0.32,
+                  **flags)
+    out = _generate(model, generation_logits_hook_func=keep_logits, **kwargs)
+    assert all(state is None for state in out.sm_trace[:10]) and out.sm_trace[10] is not None
+    suffix = torch.zeros(2, 6 + N, dtype=torch.bool)
+    suffix[:, 18:] = True
+    state = out.sm_trace[10]
+    logits = torch.where(suffix.unsqueeze(-1), seen[8], seen[10])
+    reference = feedback_from_logits(logits, state.positions, k=model.config.sm_top_k)
+    assert state.positions[suffix].all()
+    assert torch.equal(state.top_ids, reference.topk_ids[:, 0])
+    torch.testing.assert_close(state.top_probs, reference.topk_probs[:, 0], rtol=0, atol=0)
+    assert torch.equal(_generate(model, **kwargs).sequences, out.sequences)  # the fused pass (no hook) alike
 
 
 @pytest.mark.parametrize("alg,temperature", [("entropy", 0.0), ("origin", 0.7)])

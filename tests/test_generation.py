@@ -23,6 +23,7 @@ from sm_dream.model.unmasking import (
     get_unmasking_algorithm,
     sample_tokens,
     select_most_confident,
+    step_rows,
     tokens_to_unmask,
 )
 
@@ -276,7 +277,8 @@ def test_confidences_are_float32_where_bfloat16_would_tie():
     x = torch.full((1, 2), MASK)
     config = SoftMaskDreamGenerationConfig(mask_token_id=MASK, tokenizer_vocab_size=128, temperature=0.0)
     plan = StepPlan(counts=torch.tensor([1]), transfer_prob=0.5)
-    out = unmask_step(x, x == MASK, probs_differ, get_unmasking_algorithm("maskgit_plus"), plan, config)
+    rows = step_rows(probs_differ, "maskgit_plus", config)
+    out = unmask_step(x, x == MASK, rows, get_unmasking_algorithm("maskgit_plus"), plan)
     assert out.tolist() == [[MASK, 0]]  # float32 picks the more confident right-hand position
 
 

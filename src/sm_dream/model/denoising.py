@@ -27,15 +27,20 @@ What a step commits in the block (with M_b its masks in a row):
                     confident) and tokens the generation decoded in the block before this step are
                     remasked with probability sigma_t. Needs fixed steps (not `threshold`).
 
-Soft-masking. A pass produces SM feedback (`feedback_from_logits`) at the masked positions it
-predicts: a full pass at every masked position of the canvas, a window pass at the masked positions
-of the active block (plus the block's remasking candidates). Every masked position enters a pass
-with the latest feedback it has: the active block's masks get the previous step's, the suffix
-masks (positions after the block) get those of the last full pass, i.e. the previous refresh; the
-first pass has none. So with a prefix cache the suffix inputs inside a block are exactly the ones
-its dual-cache K/V were computed from, and without a cache every mask gets the previous step's
-feedback. Time schedules (`sm_schedule`) use f = step / steps with fixed steps, and each row's
-decoded share of the N tokens with `threshold`.
+Soft-masking. Each step reads each masked row's logits once (`unmasking.step_rows`): the
+candidate, its confidence and the SM feedback (entropy and top-k of the raw rows) come from one pass.
+Feedback is computed only where a later pass reads it. A pass that *refreshes* feeds back every
+masked position of the canvas: every step with one block (plain decoding), else the block's first
+step (and every `cache_refresh_interval` steps), with or without a cache. The other steps feed back
+the masked positions of the active block (plus the block's remasking candidates). Every masked
+position enters a pass with the latest feedback it has: the active block's masks get the previous
+step's, the suffix masks (positions after the block) those of the block's refresh; the first pass
+has none. So with a prefix cache the suffix inputs inside a block are exactly the ones its
+dual-cache K/V were computed from, and block decoding without a cache runs the LM head at the
+block's rows only, as binary decoding does, between refreshes. A block's last fixed step commits all
+its masks, so it feeds back only the suffix, and only at a refresh; with fixed steps, a pass whose
+feedback would only reach passes where the schedule gives 0 skips it. Time schedules (`sm_schedule`)
+use f = step / steps with fixed steps, and each row's decoded share of the N tokens with `threshold`.
 
 The LM head runs only at the rows a pass needs (`target_mask`), unless a hook asks for the
 (b, l, V) logits. This file is carried inside saved checkpoints: it imports only torch,
@@ -55,12 +60,11 @@ from .remasking import remask_plan, sample_remask
 from .soft_masking import SoftMaskFeedback, feedback_from_logits, schedule_factor
 from .unmasking import (
     StepPlan,
+    StepRows,
     diffusion_timesteps,
     get_unmasking_algorithm,
-    max_prob_confidence,
     rows_per_chunk,
-    sample_tokens,
-    suppress_tokens,
+    step_rows,
     tokens_to_unmask,
     top_per_row,
     transfer_probability,
@@ -85,42 +89,31 @@ def finished_rows(x: torch.Tensor, prompt_length: int, mask_token_id: int, eos_i
     return ~((x == mask_token_id) & before).any(-1)
 
 
-def unmask_step(x, masked, rows, algorithm, plan: StepPlan, config) -> torch.Tensor:
-    """Commit the selected masked positions of `x` to their sampled tokens (a new tensor).
-
-    rows: (n, V) logits at the `masked` positions (row-major). Confidences are float32.
-    """
-    candidates, confidences = [], []
-    for part in rows.split(rows_per_chunk(rows)):  # cache-sized chunks of (c, V) rows
-        part = suppress_tokens(part, config.mask_token_id, config.tokenizer_vocab_size)  # float32 copy
-        x0, probs = sample_tokens(part, config.temperature or 0.0, config.top_p, config.top_k, plan.generator)
-        candidates.append(x0)
-        confidences.append(algorithm.confidence(probs, x0, plan.generator))
+def unmask_step(x, masked, rows: StepRows, algorithm, plan: StepPlan) -> torch.Tensor:
+    """Commit the positions `algorithm.select` picks among `masked` to their candidate tokens (a new
+    tensor). rows: the step's `StepRows` at the `masked` positions (row-major); confidences float32."""
     confidence = torch.full(x.shape, float("-inf"), device=x.device)  # (b, l) float32
     proposal = torch.full_like(x, -1)
-    if candidates:
-        confidence[masked], proposal[masked] = torch.cat(confidences), torch.cat(candidates)
+    if rows.tokens.numel():
+        confidence[masked], proposal[masked] = rows.confidence, rows.tokens
     chosen = algorithm.select(confidence, masked, plan)  # (b, l) bool
     return torch.where(chosen, proposal, x)
 
 
-def threshold_commit(x, masked, rows, threshold: float, config, generator=None) -> torch.Tensor:
-    """Threshold decoding: sample x0 at every `masked` position as Dream does (temperature, top-p,
-    top-k); commit those whose confidence p(x0) >= threshold and, per row, at least the most
-    confident one.
+def threshold_commit(x, masked, rows: StepRows, threshold: float) -> torch.Tensor:
+    """Threshold decoding: commit the `masked` positions whose confidence p(x0) >= threshold and, per
+    row, at least the most confident one.
 
-    The confidence is the model's own probability of x0, softmax(rows) at temperature 1 over the
-    allowed vocabulary, not that of the tempered, truncated sampling distribution: at Dream's
-    evaluation settings (temperature 0.1, top-p 0.9) the latter is ~1 almost everywhere, and any
-    threshold would fill a block in one step. At temperature 0 without top-p/top-k both agree.
-    rows: (n, V) logits at the `masked` positions (row-major).
+    rows: `step_rows(..., "maskgit_plus", model_confidence=True)` at the `masked` positions: x0 sampled
+    as Dream does (temperature, top-p, top-k), its confidence the model's own probability of x0,
+    softmax at temperature 1 over the allowed vocabulary, not that of the tempered, truncated sampling
+    distribution: at Dream's evaluation settings (temperature 0.1, top-p 0.9) the latter is ~1 almost
+    everywhere, and any threshold would fill a block in one step. At temperature 0 both agree.
     """
-    allowed = suppress_tokens(rows, config.mask_token_id, config.tokenizer_vocab_size)  # (n, V) float32
-    x0, _ = sample_tokens(allowed, config.temperature or 0.0, config.top_p, config.top_k, generator)
     confidence = torch.full(x.shape, float("-inf"), device=x.device)  # (b, l) float32
-    confidence[masked] = max_prob_confidence(allowed.softmax(-1), x0)
+    confidence[masked] = rows.confidence
     chosen = top_per_row(confidence, masked, torch.ones_like(masked.sum(-1))) | (masked & (confidence >= threshold))
-    proposal = x.masked_scatter(masked, x0)  # (b, l): x0 at the masked positions
+    proposal = x.masked_scatter(masked, rows.tokens)  # (b, l): x0 at the masked positions
     return torch.where(chosen, proposal, x)
 
 
@@ -190,16 +183,22 @@ class Denoiser:
         if self.remasks:
             decoded = self.generated & ~masked if in_block is None else in_block & self.generated & ~masked
         interval = self.plan.refresh_interval
-        full = self.cache is None or i == 0 or (interval is not None and i % interval == 0)
-        targets = block_masked
-        if self.config.soft_masking:  # feedback wherever this pass predicts a mask (or a remask candidate)
-            targets = masked if full else block_masked
+        refresh = i == 0 or (interval is not None and i % interval == 0)  # the block's refresh steps
+        full = self.cache is None or refresh  # a forward over the whole canvas
+        every_mask = refresh or in_block is None  # SM feedback for every mask of the canvas
+        used = self._feedback_used(i, grid, global_step, in_block is None)
+        last = grid is not None and i == len(grid[0]) - 2  # commits every mask of the block
+        compute = used and (not last or (every_mask and in_block is not None))  # a last step feeds only a suffix
+        targets = block_masked  # the rows the LM head produces
+        if compute:  # feedback wherever it is fresh this step (and at remask candidates)
+            targets = masked if every_mask else block_masked
             targets = targets if decoded is None else targets | decoded
         raw, rows, logits = self._predict(x, start, end, full, targets, block_masked, global_step)
-        x_next = self._commit(x, block_masked, rows, i, grid)
+        read = self._read_rows(raw, rows, targets, block_masked, compute)
+        x_next = self._commit(x, block_masked, read, i, grid)
         if grid is not None and grid[1][i].remask > 0:
             x_next = x_next.masked_fill(sample_remask(decoded, grid[1][i].remask, self.generator), self.mask_id)
-        self._update_feedback(x_next, targets, raw, full, global_step)
+        self._store_feedback(x_next, targets, read.feedback, every_mask, used)
         return x_next, logits
 
     def _predict(self, x, start, end, full, targets, block_masked, global_step):
@@ -235,10 +234,28 @@ class Denoiser:
             self.cache.set_window(first, length if self.plan.cache_kind == "prefix" else end)
         return raw, rows, logits
 
-    def _commit(self, x, block_masked, rows, i: int, grid):
+    def _read_rows(self, raw, rows, targets, block_masked, compute: bool) -> StepRows:
+        """Candidates and confidences at `block_masked` and, with `compute`, SM feedback at `targets`.
+
+        Where the sampled rows are the raw rows (no logits hook) and no other row needs feedback,
+        `step_rows` reads each row once for all three; else feedback comes from the raw rows apart.
+        """
+        config = self.config
+        alg = config.alg if self.algorithm is not None else "maskgit_plus"
+        kwargs = dict(generator=self.generator, model_confidence=self.algorithm is None)
+        k, full_vocab = self.model.config.sm_top_k, self.model.config.sm_full_vocab
+        if compute and rows is raw:
+            return step_rows(raw, alg, config, sm_k=k, positions=targets, full_vocab=full_vocab, **kwargs)
+        read = step_rows(rows, alg, config, **kwargs)
+        if not compute:
+            return read
+        feedback = feedback_from_logits(raw, targets, k=k, full_vocab=full_vocab, chunk_size=rows_per_chunk(raw))
+        return StepRows(read.tokens, read.confidence, feedback)
+
+    def _commit(self, x, block_masked, read: StepRows, i: int, grid):
         """Dream's unmasking inside the block (fixed steps, ReMDM counts) or threshold decoding."""
         if grid is None:
-            return threshold_commit(x, block_masked, rows, float(self.config.threshold), self.config, self.generator)
+            return threshold_commit(x, block_masked, read, float(self.config.threshold))
         num_masked = block_masked.sum(-1)  # (b,)
         timesteps, probabilities = grid
         counts, transfer = tokens_to_unmask(num_masked, timesteps, i), transfer_probability(timesteps, i)
@@ -248,24 +265,36 @@ class Denoiser:
             if i == len(probabilities) - 1:
                 counts = num_masked
         plan = StepPlan(counts=counts, transfer_prob=transfer, alg_temp=self.config.alg_temp, generator=self.generator)
-        return unmask_step(x, block_masked, rows, self.algorithm, plan, self.config)
+        return unmask_step(x, block_masked, read, self.algorithm, plan)
 
-    def _update_feedback(self, x, targets, raw, full: bool, global_step: int) -> None:
-        """Feedback from this pass for the predicted positions that are (still or again) masked."""
+    def _feedback_used(self, i: int, grid, global_step: int, one_block: bool) -> bool:
+        """Whether feedback from this pass can reach a pass with a nonzero SM schedule factor.
+
+        It serves the passes up to the next one that feeds back every mask (the next step with one
+        block, else the block's next refresh); with fixed steps, when the schedule gives 0 at all of
+        them, the pass skips the feedback and the store is cleared."""
+        if not self.config.soft_masking:
+            return False
+        if grid is None:  # threshold: per-row schedule, no fixed step count
+            return True
+        n, interval = len(grid[0]) - 1, self.plan.refresh_interval
+        refresh = n if interval is None else min(n, (i // interval + 1) * interval)  # block step of the next refresh
+        reach = 1 if one_block else refresh - i
+        return any(self._fixed_scale(global_step + d) != 0.0 for d in range(1, reach + 1))
+
+    def _store_feedback(self, x, targets, new: Optional[SoftMaskFeedback], every_mask: bool, used: bool) -> None:
+        """Keep this pass's feedback for the predicted positions that are (still or again) masked;
+        the other masks keep theirs (from the last pass that fed back every mask)."""
         if not self.config.soft_masking:
             return
-        if full and self.cache is None and self._fixed_scale(global_step + 1) == 0.0:
-            self.feedback = None  # the next pass is full too and its schedule gives 0: skip the work
-            return
         masked = x == self.mask_id
-        still = targets & masked  # (b, l)
-        new = None
-        if bool(still.any()):  # all predicted rows, then the masked ones: cheaper than copying (n, V) rows
-            k, full_vocab = self.model.config.sm_top_k, self.model.config.sm_full_vocab
-            new = feedback_from_logits(raw, targets, k=k, full_vocab=full_vocab, chunk_size=rows_per_chunk(raw))
-            new = select_feedback(new, still)
-        # A full pass predicted every mask: its feedback replaces the store.
-        self.feedback = new if full else merge_feedback(self.feedback, new, keep=masked)
+        if not used:
+            self.feedback = None
+        elif new is None:  # nothing this pass predicted stays masked
+            self.feedback = select_feedback(self.feedback, masked)
+        else:
+            new = select_feedback(new, targets & masked)
+            self.feedback = new if every_mask else merge_feedback(self.feedback, new, keep=masked)
 
     def _fixed_scale(self, global_step: int) -> Optional[float]:
         """The SM schedule factor at `global_step` with fixed steps; None with threshold (per row)."""

@@ -79,7 +79,8 @@ class SoftMaskDreamGenerationConfig(GenerationConfig):
         block_length (`int`, None): semi-autoregressive blocks; None = 32 with a cache, else one block.
         use_cache (`bool`, False): prefix KV cache, refreshed once per block (Fast-dLLM).
         dual_cache (`bool`, False): prefix + suffix KV cache (implies a cache).
-        cache_refresh_interval (`int`, None): also refresh every n steps inside a block.
+        cache_refresh_interval (`int`, None): also refresh every n steps inside a block (the KV cache
+            and, with SM, the suffix feedback; without a cache only the latter).
         threshold (`float`, None): commit every block mask with confidence >= threshold (at least
             one per step); `steps`, `alg` and `alg_temp` are then unused. Fast-dLLM uses 0.9.
         remasking (`str`, None): ReMDM schedule ("cap", "rescale", "loop"), with remasking_eta,

@@ -227,6 +227,7 @@ def step_rows(
     positions: Optional[torch.Tensor] = None,
     chunk_size: Optional[int] = None,
     full_vocab: bool = False,
+    model_confidence: bool = False,
 ) -> StepRows:
     """One step's work on its (n, V) raw logit rows, each row read once, in cache-sized chunks.
 
@@ -241,13 +242,18 @@ def step_rows(
     reduction as the SM entropy; Dream's +1e-10 inside the log is dropped, a difference below
     V * 1e-10) come from one exp per element. Otherwise the float32 copy is shared and the sampling
     distribution is built from it as `sample_tokens` does.
+
+    model_confidence: the confidence is p(x0) under the model's allowed distribution at temperature 1
+    (softmax of the suppressed rows), whatever the sampling settings: threshold decoding's rule (use
+    `algorithm="maskgit_plus"`). At temperature 0 without top-p / top-k it is maskgit_plus's.
     """
     if sm_k is not None and (positions is None or int(positions.sum()) != raw_rows.shape[0]):
         got = None if positions is None else int(positions.sum())
         raise ValueError(f"sm_k={sm_k} needs the (b, l) positions of the {raw_rows.shape[0]} rows; got {got} positions.")
     alg = get_unmasking_algorithm(algorithm)
     plain = not config.temperature and (config.top_p is None or config.top_p >= 1.0) and config.top_k is None
-    fast = plain and alg is _BUILTIN.get(algorithm)  # built-in confidences have closed forms below
+    # built-in confidences have closed forms below (at temperature 0, p(x0) is maskgit_plus's)
+    fast = plain and alg is _BUILTIN.get(algorithm) and (not model_confidence or algorithm == "maskgit_plus")
     suppressed = (config.mask_token_id, config.tokenizer_vocab_size)
     chunk_size = chunk_size or rows_per_chunk(raw_rows)
     buffers = RowBuffers(raw_rows, chunk_size)
@@ -262,7 +268,7 @@ def step_rows(
             part = feedback_parts(*raw_softmax(f, z, p), sm_k) if sm_k is not None else None
             _suppress_(f, *suppressed)
             x0, probs = sample_tokens(f, config.temperature or 0.0, config.top_p, config.top_k, generator)
-            conf = alg.confidence(probs, x0, generator)
+            conf = alg.confidence(probs, x0, generator) if not model_confidence else _model_p(f, p, x0)
         parts += [part] if part is not None else []
         tokens.append(x0)
         confidences.append(conf)
@@ -271,6 +277,12 @@ def step_rows(
         device = raw_rows.device
         return StepRows(torch.zeros(0, dtype=torch.long, device=device), torch.zeros(0, device=device), feedback)
     return StepRows(torch.cat(tokens), torch.cat(confidences).float(), feedback)
+
+
+def _model_p(f: torch.Tensor, p: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """p(x0) under softmax(f), the allowed rows at temperature 1, computed in the buffer p."""
+    torch.ops.aten._softmax.out(f, -1, False, out=p)
+    return p.gather(-1, x0.unsqueeze(-1)).squeeze(-1)
 
 
 def _fast_chunk(f, z, p, sm_k: Optional[int], algorithm: str, mask_token_id: int, vocab_limit: int):
