@@ -65,10 +65,12 @@ class FlopMeter:
 
     def __init__(self, model):
         c = model.config
-        self.layers, self.heads, self.head_dim, self.vocab = c.num_hidden_layers, c.num_attention_heads, c.head_dim, c.vocab_size
+        self.layers, self.heads = c.num_hidden_layers, c.num_attention_heads
+        self.head_dim, self.vocab = c.head_dim, c.vocab_size
         d, hd = c.hidden_size, c.head_dim
         self.hidden = d
-        self.per_token = 2 * d * (c.num_attention_heads + 2 * c.num_key_value_heads) * hd + 2 * c.num_attention_heads * hd * d
+        self.per_token = (2 * d * (c.num_attention_heads + 2 * c.num_key_value_heads) * hd
+                          + 2 * c.num_attention_heads * hd * d)
         self.per_token += 6 * d * c.intermediate_size
         self.total = 0
         model.model.register_forward_pre_hook(self._backbone, with_kwargs=True)

@@ -40,7 +40,8 @@ from sm_dream import SoftMaskDreamForDiffusionLM
 from sm_dream.model import generation_utils
 from sm_dream.tiny import DREAM_VOCAB_SIZE, small_vocab_config, tiny_config
 
-MODELS = {"vocab-heavy": dict(hidden=512, layers=8, vocab=32000), "Dream-proportioned": dict(hidden=1024, layers=8, vocab=4096)}
+MODELS = {"vocab-heavy": dict(hidden=512, layers=8, vocab=32000),
+          "Dream-proportioned": dict(hidden=1024, layers=8, vocab=4096)}
 
 
 def _model(hidden: int, layers: int, vocab: int, k: int) -> SoftMaskDreamForDiffusionLM:
@@ -182,7 +183,8 @@ def throughput(args) -> None:
         print(f"[{name}: hidden {shape['hidden']}, {shape['layers']} layers, vocab {shape['vocab']}, {n_params:.0f}M "
               f"parameters] budget 1/4 ({round(args.new / 4)} passes), {args.rounds} rounds")
         for variant, (wall, cpu, wall_ratio, cpu_ratio) in result.items():
-            print(f"  {variant:>6}: {args.new / wall:6.1f} tokens/s wall ({wall:6.2f} s), {args.new / cpu:6.1f} tokens/s "
+            print(f"  {variant:>6}: {args.new / wall:6.1f} tokens/s wall ({wall:6.2f} s), "
+                  f"{args.new / cpu:6.1f} tokens/s "
                   f"CPU ({cpu:6.2f} s)  time / binary: CPU {cpu_ratio:.4f}, wall {wall_ratio:.4f}")
         if name == "vocab-heavy" and not args.no_budgets:
             budgets = _interleaved({f"1/{d}": run(nfe_budget=1 / d, soft_masking=True) for d in (4, 2, 1)},
@@ -190,7 +192,8 @@ def throughput(args) -> None:
             print(f"  NFE budgets with SM, {args.budget_rounds} rounds:")
             for budget, (wall, cpu, wall_ratio, cpu_ratio) in budgets.items():
                 passes = round(args.new / int(budget[2:]))
-                print(f"  budget {budget:>3} ({passes:>3} passes): {args.new / wall:6.1f} tokens/s wall, {args.new / cpu:6.1f}"
+                print(f"  budget {budget:>3} ({passes:>3} passes): {args.new / wall:6.1f} tokens/s wall, "
+                      f"{args.new / cpu:6.1f}"
                       f" tokens/s CPU  time / budget 1/4: CPU {cpu_ratio:.2f}, wall {wall_ratio:.2f}")
 
 

@@ -83,7 +83,8 @@ def test_first_step_after_a_refresh_has_the_uncached_logits(model, cache):
     for step, x, logits in seen:
         block = slice(6 + 4 * (step // 2), 10 + 4 * (step // 2))
         with torch.no_grad():
-            reference = shift_right(model(x, attention_mask=torch.cat([attention, torch.ones(2, N, dtype=torch.long)], 1)).logits)
+            full_attention = torch.cat([attention, torch.ones(2, N, dtype=torch.long)], 1)
+            reference = shift_right(model(x, attention_mask=full_attention).logits)
         if step % 2 == 0:
             torch.testing.assert_close(logits, reference, rtol=1e-5, atol=1e-5)
         else:  # the window: fresh rows from the block start on (not the stale refresh rows)
@@ -345,7 +346,8 @@ def test_plan_and_errors():
     config = SoftMaskDreamGenerationConfig(steps=8, threshold=None, block_length=5)
     plan = plan_blocks(config, prompt_length=3, new_tokens=16)
     # Without a cache the first block starts at column 0: masks inside the prompt decode with it.
-    assert plan.blocks == [(0, 8), (8, 13), (13, 18), (18, 19)] and plan.steps == [2, 2, 3, 1] and plan.cache_kind is None
+    assert plan.blocks == [(0, 8), (8, 13), (13, 18), (18, 19)]
+    assert plan.steps == [2, 2, 3, 1] and plan.cache_kind is None
     plain = plan_blocks(SoftMaskDreamGenerationConfig(steps=4), prompt_length=3, new_tokens=16)
     assert plain.blocks == [(0, 19)] and plain.steps == [4]  # plain decoding: one block, no cache
     cached = plan_blocks(SoftMaskDreamGenerationConfig(use_cache=True, steps=64), 3, 64)

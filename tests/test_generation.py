@@ -263,7 +263,8 @@ def test_vocabulary_limit_defaults_to_the_mask_id_plus_one_and_can_be_set():
         return hook
 
     model, ids = _model(), _prompts()
-    out = model.diffusion_generate(ids, max_new_tokens=8, steps=8, alg="origin", generation_logits_hook_func=favour(MASK))
+    out = model.diffusion_generate(ids, max_new_tokens=8, steps=8, alg="origin",
+                                   generation_logits_hook_func=favour(MASK))
     assert not (out == MASK).any()
     wide, kwargs = _model(mask_token_id=90), dict(max_new_tokens=8, steps=8, generation_logits_hook_func=favour(120))
     assert not (wide.diffusion_generate(ids, alg="entropy", **kwargs) == 120).any()

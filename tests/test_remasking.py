@@ -98,7 +98,8 @@ def test_sample_remask_with_sigma_zero_draws_no_random_numbers():
 
 def test_registry_and_parameter_errors():
     assert list(REMASKING_SCHEDULES) == ["none", "cap", "rescale", "loop"]
-    with pytest.raises(ValueError, match="remasking='conf' is unknown; choose one of \\['none', 'cap', 'rescale', 'loop'\\]"):
+    with pytest.raises(ValueError,
+                       match="remasking='conf' is unknown; choose one of \\['none', 'cap', 'rescale', 'loop'\\]"):
         get_remasking_schedule("conf")
     with pytest.raises(ValueError, match="remasking_eta=1.5 must lie in \\[0, 1\\]"):
         get_remasking_schedule("cap", eta=1.5)

@@ -25,7 +25,8 @@ ALGORITHMS = ["origin", "maskgit_plus", "topk_margin", "entropy"]
 
 
 def _config(temperature=0.0, top_p=None, top_k=None, limit=MASK + 1, mask=MASK):
-    return SimpleNamespace(mask_token_id=mask, tokenizer_vocab_size=limit, temperature=temperature, top_p=top_p, top_k=top_k)
+    return SimpleNamespace(mask_token_id=mask, tokenizer_vocab_size=limit, temperature=temperature, top_p=top_p,
+                           top_k=top_k)
 
 
 def _decisive_rows():
@@ -75,7 +76,8 @@ def test_fused_pass_equals_separate_calls_at_temperature_zero(algorithm, sm_k, c
         torch.testing.assert_close(got.feedback.topk_probs, want[2].topk_probs, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("settings", [dict(temperature=0.7), dict(temperature=0.0, top_p=0.8), dict(temperature=1.3, top_k=5)])
+@pytest.mark.parametrize("settings", [dict(temperature=0.7), dict(temperature=0.0, top_p=0.8),
+                                      dict(temperature=1.3, top_k=5)])
 @pytest.mark.parametrize("algorithm", ["entropy", "origin", "topk_margin"])
 def test_fused_pass_with_sampling_draws_the_same_tokens_from_the_same_generator(settings, algorithm):
     rows, positions = _decisive_rows()

@@ -150,7 +150,8 @@ class SoftMaskDreamGenerationConfig(GenerationConfig):
              "it must be True, False or None"),
             ("tokenizer_vocab_size", _count(self.tokenizer_vocab_size),
              "it must be an integer >= 1, e.g. len(tokenizer)"),
-            ("mask_token_id", self.mask_token_id is None or (is_integer(self.mask_token_id) and self.mask_token_id >= 0),
+            ("mask_token_id",
+             self.mask_token_id is None or (is_integer(self.mask_token_id) and self.mask_token_id >= 0),
              "it must be a token id >= 0 or None (the model's)"),
             *[(flag, isinstance(getattr(self, flag), bool), "it must be True or False") for flag in _FLAGS],
             ("output_history", not self.output_history or self.return_dict_in_generate,
@@ -301,7 +302,8 @@ class SoftMaskDreamGenerationMixin:
             config.nfe_budget = None  # steps passed for this call win over a stored budget
         unknown = config.update(**kwargs)
         if unknown:
-            raise ValueError(f"diffusion_generate got unknown arguments {sorted(unknown)}; see SoftMaskDreamGenerationConfig.")
+            raise ValueError(f"diffusion_generate got unknown arguments {sorted(unknown)}; "
+                             "see SoftMaskDreamGenerationConfig.")
         for key in ("mask_token_id", "pad_token_id", "bos_token_id", "eos_token_id"):
             if getattr(config, key) is None:
                 setattr(config, key, getattr(self.config, key, None))
@@ -358,7 +360,8 @@ class SoftMaskDreamGenerationMixin:
 
 def _check_left_padding(attention_mask: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     if attention_mask.shape != inputs.shape:
-        raise ValueError(f"attention_mask of shape {tuple(attention_mask.shape)} must match inputs {tuple(inputs.shape)}.")
+        raise ValueError(f"attention_mask of shape {tuple(attention_mask.shape)} must match inputs "
+                         f"{tuple(inputs.shape)}.")
     mask = attention_mask.long()
     if bool((mask[:, 1:] < mask[:, :-1]).any()):
         raise ValueError("attention_mask has padding on the right; tokenize with padding_side='left'.")

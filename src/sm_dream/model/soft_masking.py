@@ -186,7 +186,8 @@ def feedback_from_parts(parts, positions: torch.Tensor, k: int, full_rows=None) 
     logits = None if full_rows is None else full_rows.float()
     if not parts:
         empty_ids = torch.zeros(0, k, dtype=torch.long, device=device)
-        return SoftMaskFeedback(positions, torch.zeros(0, device=device), empty_ids, torch.zeros(0, k, device=device), logits)
+        return SoftMaskFeedback(positions, torch.zeros(0, device=device), empty_ids, torch.zeros(0, k, device=device),
+                                logits)
     entropy, ids, probs = (torch.cat(column) for column in zip(*parts))
     return SoftMaskFeedback(positions, entropy, ids, probs, logits)
 

@@ -156,7 +156,8 @@ def top_per_row(scores: torch.Tensor, candidates: torch.Tensor, counts: torch.Te
     """
     scores = scores.masked_fill(~candidates, float("-inf"))
     order = scores.argsort(dim=-1, descending=True, stable=True)  # (b, l)
-    ranks = torch.empty_like(order).scatter_(-1, order, torch.arange(scores.shape[-1], device=scores.device).expand_as(order))
+    rank_values = torch.arange(scores.shape[-1], device=scores.device).expand_as(order)
+    ranks = torch.empty_like(order).scatter_(-1, order, rank_values)  # rank of each position
     return (ranks < counts.unsqueeze(-1)) & candidates
 
 
@@ -249,7 +250,8 @@ def step_rows(
     """
     if sm_k is not None and (positions is None or int(positions.sum()) != raw_rows.shape[0]):
         got = None if positions is None else int(positions.sum())
-        raise ValueError(f"sm_k={sm_k} needs the (b, l) positions of the {raw_rows.shape[0]} rows; got {got} positions.")
+        raise ValueError(f"sm_k={sm_k} needs the (b, l) positions of the {raw_rows.shape[0]} rows; "
+                         f"got {got} positions.")
     alg = get_unmasking_algorithm(algorithm)
     plain = not config.temperature and (config.top_p is None or config.top_p >= 1.0) and config.top_k is None
     # built-in confidences have closed forms below (at temperature 0, p(x0) is maskgit_plus's)
@@ -321,7 +323,8 @@ def _fast_chunk_runner(device: torch.device) -> Callable:
         try:
             return compiled(f, *args)
         except Exception as err:  # a backend without a compiler (no Triton, old driver): stay eager
-            _logger.warning("torch.compile of the decoding step failed (%s: %s); running it eagerly.", type(err).__name__, err)
+            _logger.warning("torch.compile of the decoding step failed (%s: %s); running it eagerly.",
+                            type(err).__name__, err)
             _COMPILED["fast_chunk"] = None
             f.copy_(chunk)  # the compiled call may have suppressed ids in f already
             return _fast_chunk(f, *args)
