@@ -46,7 +46,8 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff check .
 
-test: install
+# Lint first, then the default suite (what CI runs).
+test: lint
 	$(PY) -m pytest -q -m "not slow" tests
 
 test-slow: install
