@@ -280,3 +280,13 @@ def test_generation_config_is_ours_built_or_loaded(tmp_path):
     loaded = SoftMaskDreamForDiffusionLM.from_pretrained(tmp_path)
     assert isinstance(loaded.generation_config, SoftMaskDreamGenerationConfig)
     assert (loaded.generation_config.steps, loaded.generation_config.mask_token_id) == (7, MASK)
+
+
+def test_a_generation_config_passed_to_from_pretrained_is_used_as_ours(tmp_path):
+    from sm_dream.model.generation_utils import SoftMaskDreamGenerationConfig
+
+    _model().save_pretrained(tmp_path)
+    given = SoftMaskDreamGenerationConfig(steps=5, alg="entropy")
+    loaded = SoftMaskDreamForDiffusionLM.from_pretrained(tmp_path, generation_config=given)
+    assert isinstance(loaded.generation_config, SoftMaskDreamGenerationConfig)
+    assert (loaded.generation_config.steps, loaded.generation_config.alg) == (5, "entropy")

@@ -442,8 +442,9 @@ class SoftMaskDreamForDiffusionLM(SoftMaskDreamGenerationMixin, SoftMaskDreamPre
             # transformers 4.x reads generation_config.json as a plain GenerationConfig and never calls
             # adjust_generation_fn: do what 5.x does.
             model.generation_config = cls.generation_config_class.from_model_config(model.config)
+            hub_kwargs = {k: v for k, v in kwargs.items() if k != "generation_config"}
             model.adjust_generation_fn(kwargs.get("generation_config"), False, False, pretrained_model_name_or_path,
-                                       **kwargs)
+                                       **hub_kwargs)
         missing = list(info.get("missing_keys", []))
         sm_missing = [k for k in missing if k.startswith("soft_mask.")]
         other = [k for k in missing if not k.startswith("soft_mask.")]
