@@ -23,7 +23,8 @@ round by round (the order alternates) and medians reported, so drift hits all of
    prefix cache + threshold 0.9). Targets: <= 1.05 and <= 1.10. `--baseline DIR` also times SM off
    with another copy of the decoding loop (DIR: a `sm_dream/model` directory, e.g. an older checkout's,
    loaded as its own package; its `denoise` replaces this one's while it runs), interleaved in the
-   same rounds: "SM off, baseline / this" > 1 means this code is faster.
+   same rounds: "SM off, baseline / this" > 1 means this code is faster. `--horizons 0 256` also
+   times SM on with those `sm_feedback_horizon` values in the block cases (256: the whole suffix).
 """
 
 import argparse
@@ -151,6 +152,9 @@ def sm_cost(args) -> None:
             return call
 
         variants = {"SM off": run(False), "SM on": run(True)}
+        if "block_length" in extra:  # other SM feedback horizons (docs/fast_decoding.md)
+            variants.update({f"SM on, horizon {h}": run(True, extra={**extra, "sm_feedback_horizon": h})
+                             for h in args.horizons})
         if baseline is not None:
             variants.update({"SM off, baseline": run(False, baseline), "SM on, baseline": run(True, baseline)})
         outputs = {variant: call() for variant, call in variants.items()}  # warm-up, passes run and tokens
@@ -211,6 +215,8 @@ def main() -> None:
     parser.add_argument("--sm_cases", nargs="+", choices=list(SM_COST_CASES), help="a subset of the sm_cost cases")
     parser.add_argument("--logit_scale", type=float, default=32.0, help="factor on the mid model's LM head")
     parser.add_argument("--baseline", help="a sm_dream/model directory whose loop is also timed (SM off)")
+    parser.add_argument("--horizons", nargs="*", type=int, default=[],
+                        help="block cases: also time SM on with these sm_feedback_horizon values")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if "sm_cost" in args.cases:

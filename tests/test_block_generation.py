@@ -168,17 +168,23 @@ def test_threshold_confidence_is_the_model_probability_whatever_the_temperature(
     assert out.nfe > 1 and forced > 0  # tau binds: blocks are not filled in one step
 
 
-def test_suffix_feedback_comes_from_the_blocks_refresh_with_and_without_a_cache(model):
-    out = _generate(model, use_cache=True, block_length=4, steps=16, output_history=True)
+@pytest.mark.parametrize("horizon", [None, 0, 2, N])
+def test_suffix_feedback_comes_from_the_blocks_refresh_up_to_the_horizon(model, horizon):
+    # Blocks of 4 from column 6; steps 4..7 decode block 2 (columns 10..13), its refresh is step 4,
+    # whose feedback serves steps 5..7. The refresh feeds back the suffix masks up to `horizon`
+    # positions after the block (None: one block length), the other steps only the block's masks.
+    reach = 14 + (4 if horizon is None else horizon)
     suffix = torch.zeros(2, 6 + N, dtype=torch.bool)
-    suffix[:, 14:] = True  # positions after the second block
-    # steps 4..7 decode block 2; its refresh is step 4, whose feedback serves steps 5..7
+    suffix[:, 14:reach] = True  # the fed-back part of the suffix
+    beyond = torch.zeros_like(suffix)
+    beyond[:, reach:] = True
+    out = _generate(model, use_cache=True, block_length=4, steps=16, output_history=True, sm_feedback_horizon=horizon)
     states = out.sm_trace[4:7]
     assert all(s is not None for s in states)
     first = states[0]
-    in_suffix = suffix[first.positions]
-    for state in states[1:]:
-        assert torch.equal(state.top_ids[suffix[state.positions]], first.top_ids[in_suffix])
+    for state in states:
+        assert state.positions[suffix].all() and not state.positions[beyond].any()
+        assert torch.equal(state.top_ids[suffix[state.positions]], first.top_ids[suffix[first.positions]])
     # Without a cache the same rule: the suffix feedback comes from the refresh (step 4), the
     # block's from each step. Checked against the logits the steps produced (seen through the logits
     # hook), not by asking that the top candidates change: a random model's near-uniform rows would
@@ -189,23 +195,29 @@ def test_suffix_feedback_comes_from_the_blocks_refresh_with_and_without_a_cache(
         seen[step] = logits.clone()
         return logits
 
-    uncached = _generate(model, block_length=4, steps=16, output_history=True,
+    uncached = _generate(model, block_length=4, steps=16, output_history=True, sm_feedback_horizon=horizon,
                          generation_logits_hook_func=keep_logits)
     for step in range(4, 7):
         state = uncached.sm_trace[step]
         logits = torch.where(suffix.unsqueeze(-1), seen[4], seen[step])  # suffix rows from the refresh
         reference = feedback_from_logits(logits, state.positions, k=model.config.sm_top_k)
-        assert state.positions[suffix].all()  # the whole suffix is fed back at every step
+        assert state.positions[suffix].all() and not state.positions[beyond].any()
         assert torch.equal(state.top_ids, reference.topk_ids[:, 0])
         torch.testing.assert_close(state.top_probs, reference.topk_probs[:, 0], rtol=0, atol=0)
     # Without the hook, each row is read once (`step_rows`); the same tokens and feedback.
-    fused = _generate(model, block_length=4, steps=16, output_history=True)
+    fused = _generate(model, block_length=4, steps=16, output_history=True, sm_feedback_horizon=horizon)
     assert torch.equal(fused.sequences, uncached.sequences)
     for a, b in zip(fused.sm_trace, uncached.sm_trace):
         assert (a is None) == (b is None)
         if a is not None:
             assert torch.equal(a.positions, b.positions) and torch.equal(a.top_ids, b.top_ids)
             torch.testing.assert_close(a.lam, b.lam, rtol=0, atol=0)
+
+
+def test_the_feedback_horizon_is_validated(model):
+    for bad in (-1, 1.5, "next", True):
+        with pytest.raises(ValueError, match="sm_feedback_horizon"):
+            _generate(model, block_length=4, sm_feedback_horizon=bad)
 
 
 def test_refreshing_every_step_without_a_cache_feeds_back_the_whole_suffix_every_step(model):
@@ -216,7 +228,7 @@ def test_refreshing_every_step_without_a_cache_feeds_back_the_whole_suffix_every
         return logits
 
     out = _generate(model, block_length=4, steps=16, output_history=True, cache_refresh_interval=1,
-                    generation_logits_hook_func=keep_logits)
+                    sm_feedback_horizon=N, generation_logits_hook_func=keep_logits)
     for step in range(4, 7):
         state = out.sm_trace[step]
         reference = feedback_from_logits(seen[step], state.positions, k=model.config.sm_top_k)
@@ -237,7 +249,7 @@ def test_a_refresh_feeds_the_suffix_when_the_schedule_turns_sm_on_inside_the_blo
 
     flags = {cache: True} if cache else {}
     kwargs = dict(block_length=4, steps=16, output_history=True, sm_schedule="binary_then_sm", sm_threshold=0.32,
-                  **flags)
+                  sm_feedback_horizon=N, **flags)
     out = _generate(model, generation_logits_hook_func=keep_logits, **kwargs)
     assert all(state is None for state in out.sm_trace[:10]) and out.sm_trace[10] is not None
     suffix = torch.zeros(2, 6 + N, dtype=torch.bool)

@@ -29,6 +29,7 @@ FAST_DECODING_DEFAULTS = dict(
     use_cache=False,
     dual_cache=False,
     cache_refresh_interval=None,
+    sm_feedback_horizon=None,
     threshold=None,
     remasking=None,
     remasking_eta=None,
@@ -41,13 +42,15 @@ DEFAULT_CACHED_BLOCK_LENGTH = 32
 
 @dataclass
 class BlockPlan:
-    """blocks: canvas [start, end) per block; steps: fixed steps per block (None with threshold)."""
+    """blocks: canvas [start, end) per block; steps: fixed steps per block (None with threshold);
+    feedback_horizon: how many positions after the active block a refresh feeds back (SM)."""
 
     blocks: List[Tuple[int, int]]
     steps: List[Optional[int]]
     cache_kind: Optional[str]
     refresh_interval: Optional[int]
     remasking: RemaskingSchedule
+    feedback_horizon: int = 0
 
 
 def plan_blocks(config, prompt_length: int, new_tokens: int) -> BlockPlan:
@@ -77,7 +80,8 @@ def plan_blocks(config, prompt_length: int, new_tokens: int) -> BlockPlan:
         config.remasking, eta=config.remasking_eta, t_on=config.remasking_t_on,
         t_off=config.remasking_t_off, alpha_on=config.remasking_alpha_on,
     )
-    return BlockPlan(blocks, steps, cache_kind, config.cache_refresh_interval, schedule)
+    horizon = length if getattr(config, "sm_feedback_horizon", None) is None else int(config.sm_feedback_horizon)
+    return BlockPlan(blocks, steps, cache_kind, config.cache_refresh_interval, schedule, horizon)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -29,18 +29,20 @@ What a step commits in the block (with M_b its masks in a row):
 
 Soft-masking. Each step reads each masked row's logits once (`unmasking.step_rows`): the
 candidate, its confidence and the SM feedback (entropy and top-k of the raw rows) come from one pass.
-Feedback is computed only where a later pass reads it. A pass that *refreshes* feeds back every
-masked position of the canvas: every step with one block (plain decoding), else the block's first
-step (and every `cache_refresh_interval` steps), with or without a cache. The other steps feed back
-the masked positions of the active block (plus the block's remasking candidates). Every masked
-position enters a pass with the latest feedback it has: the active block's masks get the previous
-step's, the suffix masks (positions after the block) those of the block's refresh; the first pass
-has none. So with a prefix cache the suffix inputs inside a block are exactly the ones its
-dual-cache K/V were computed from, and block decoding without a cache runs the LM head at the
-block's rows only, as binary decoding does, between refreshes. A block's last fixed step commits all
-its masks, so it feeds back only the suffix, and only at a refresh; with fixed steps, a pass whose
-feedback would only reach passes where the schedule gives 0 skips it. Time schedules (`sm_schedule`)
-use f = step / steps with fixed steps, and each row's decoded share of the N tokens with `threshold`.
+Feedback is computed only where a later pass reads it. With one block (plain decoding) every step
+feeds back every masked position. With blocks, a block's *refresh* (its first step, and every
+`cache_refresh_interval` steps) feeds back the block's masks and the suffix masks at most
+`sm_feedback_horizon` positions after the block (default: one block length, i.e. the next block),
+with or without a cache; the other steps feed back the block's masks (plus its remasking
+candidates). Every masked position enters a pass with the latest feedback it has: the active block's
+masks the previous step's, the suffix masks within the horizon those of the block's refresh, the
+masks beyond it none (the [MASK] embedding); the first pass has none. So with a prefix cache the
+suffix inputs inside a block are exactly the ones its dual-cache K/V were computed from, and the LM
+head runs at the block's rows (and, at a refresh, the horizon's) only. A block's last fixed step
+commits all its masks, so it feeds back only the suffix, and only at a refresh; with fixed steps, a
+pass whose feedback would only reach passes where the schedule gives 0 skips it. Time schedules
+(`sm_schedule`) use f = step / steps with fixed steps, and each row's decoded share of the N tokens
+with `threshold`.
 
 The LM head runs only at the rows a pass needs (`target_mask`), unless a hook asks for the
 (b, l, V) logits. This file is carried inside saved checkpoints: it imports only torch,
@@ -185,14 +187,19 @@ class Denoiser:
         interval = self.plan.refresh_interval
         refresh = i == 0 or (interval is not None and i % interval == 0)  # the block's refresh steps
         full = self.cache is None or refresh  # a forward over the whole canvas
-        every_mask = refresh or in_block is None  # SM feedback for every mask of the canvas
+        every_mask = refresh or in_block is None  # a refresh: the feedback store is replaced
+        fed = block_masked  # the masks this pass feeds back: a refresh adds the suffix up to the horizon
+        if in_block is None:
+            fed = masked
+        elif refresh and self.plan.feedback_horizon > 0:
+            fed = masked.clone()
+            fed[:, end + self.plan.feedback_horizon:] = False
         used = self._feedback_used(i, grid, global_step, in_block is None)
         last = grid is not None and i == len(grid[0]) - 2  # commits every mask of the block
-        compute = used and (not last or (every_mask and in_block is not None))  # a last step feeds only a suffix
+        compute = used and (not last or fed is not block_masked)  # a last step feeds only a suffix
         targets = block_masked  # the rows the LM head produces
         if compute:  # feedback wherever it is fresh this step (and at remask candidates)
-            targets = masked if every_mask else block_masked
-            targets = targets if decoded is None else targets | decoded
+            targets = fed if decoded is None else fed | decoded
         raw, rows, logits = self._predict(x, start, end, full, targets, block_masked, global_step)
         read = self._read_rows(raw, rows, targets, block_masked, compute)
         x_next = self._commit(x, block_masked, read, i, grid)

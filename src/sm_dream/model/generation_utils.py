@@ -81,6 +81,9 @@ class SoftMaskDreamGenerationConfig(GenerationConfig):
         dual_cache (`bool`, False): prefix + suffix KV cache (implies a cache).
         cache_refresh_interval (`int`, None): also refresh every n steps inside a block (the KV cache
             and, with SM, the suffix feedback; without a cache only the latter).
+        sm_feedback_horizon (`int`, None): with blocks and SM, a refresh also feeds back the masks at
+            most this many positions after the active block; None = block_length (the next block),
+            0 = none, >= max_new_tokens = the whole suffix (docs/fast_decoding.md).
         threshold (`float`, None): commit every block mask with confidence >= threshold (at least
             one per step); `steps`, `alg` and `alg_temp` are then unused. Fast-dLLM uses 0.9.
         remasking (`str`, None): ReMDM schedule ("cap", "rescale", "loop"), with remasking_eta,
@@ -158,6 +161,8 @@ class SoftMaskDreamGenerationConfig(GenerationConfig):
              "the history is a field of the dict output: also pass return_dict_in_generate=True"),
             ("block_length", _count(self.block_length), "it must be an integer >= 1 or None"),
             ("cache_refresh_interval", _count(self.cache_refresh_interval), "it must be an integer >= 1 or None"),
+            ("sm_feedback_horizon", _count_or_zero(self.sm_feedback_horizon),
+             "it must be an integer >= 0 (positions after the block) or None (one block length)"),
             ("threshold", self.threshold is None or (_real(self.threshold) and self.threshold >= 0),
              "it must be a finite number >= 0 (e.g. 0.9) or None"),
             ("remasking", self.remasking is None or _name_in(self.remasking, REMASKING_SCHEDULES),
@@ -182,6 +187,11 @@ def _name_in(value, names) -> bool:
 def _count(value) -> bool:
     """None or an integer >= 1."""
     return value is None or (is_integer(value) and value >= 1)
+
+
+def _count_or_zero(value) -> bool:
+    """None or an integer >= 0."""
+    return value is None or (is_integer(value) and value >= 0)
 
 
 def _real(value) -> bool:
