@@ -16,6 +16,7 @@ Targets: time <= 1.25x binary at p_sm 0.5 with DoRA, <= 1.5x at p_sm 1.0; peak m
 """
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -28,11 +29,14 @@ import torch
 
 from sm_dream import SoftMaskDreamForDiffusionLM
 from sm_dream.training.adapters import optimizer_groups, prepare_for_finetuning
+from sm_dream.training import losses
 from sm_dream.training.losses import sm_two_pass_loss
 from sm_dream.training.noise import sample_noise
 from sm_dream.tiny import tiny_config
 
-VARIANTS = {"binary": 0.0, "sm_p0.5": 0.5, "sm_p1.0": 1.0}
+VARIANTS = {"binary": 0.0, "sm_p0.5": 0.5, "sm_p1.0": 1.0, "sm_p1.0_peft": 1.0}
+# sm_p1.0_peft: pass 1 through PEFT's adapter forward, not folded (`training.merged_forward`): the
+# cost folding removes, in the same run (with full finetuning there is nothing to fold: the same step).
 
 
 def build(args, mode):
@@ -52,9 +56,12 @@ def build(args, mode):
     return model, optimizer, ids, response
 
 
-def step(model, optimizer, ids, response, p_sm):
+def step(model, optimizer, ids, response, p_sm, fold=True):
     """One optimizer step. SM goes to exactly round(p_sm * b) random samples, the expected share, so
     that the p_sm = 0.5 ratio shows the expected cost rather than one Binomial(b, p_sm) draw."""
+    if not fold:
+        with unfolded():
+            return step(model, optimizer, ids, response, p_sm)
     noise = sample_noise(response, 0.2, 0.8, p_sm)
     b = response.shape[0]
     sm_on = (torch.randperm(b) < round(p_sm * b)).to(response.device)  # (b,)
@@ -62,6 +69,17 @@ def step(model, optimizer, ids, response, p_sm):
     out.loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+
+
+@contextlib.contextmanager
+def unfolded():
+    """Pass 1 through PEFT's own adapter forward while inside."""
+    own = losses.folded_adapters
+    losses.folded_adapters = lambda model: contextlib.nullcontext(0)
+    try:
+        yield
+    finally:
+        losses.folded_adapters = own
 
 
 def sync(device):
@@ -80,7 +98,7 @@ def time_ratios(args, mode):
                 torch.cuda.reset_peak_memory_stats()
             sync(args.device)
             start = time.perf_counter()
-            step(model, optimizer, ids, response, p_sm)
+            step(model, optimizer, ids, response, p_sm, fold=not variant.endswith("_peft"))
             sync(args.device)
             if r >= args.warmup:
                 times[variant].append(time.perf_counter() - start)
@@ -141,7 +159,7 @@ def memory_only(args, mode):
     for _ in range(args.memory_rounds):
         for variant, p_sm in VARIANTS.items():
             with StepMemory() as memory:
-                step(model, optimizer, ids, response, p_sm)
+                step(model, optimizer, ids, response, p_sm, fold=not variant.endswith("_peft"))
             peaks[variant].append(memory.peak)
     print(json.dumps({v: statistics.median(p) for v, p in peaks.items()}))
 

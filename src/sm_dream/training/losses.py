@@ -21,6 +21,9 @@ Inputs of the loss pass:
   positions; pass 2 with gradient blends it into the [MASK] embeddings inside the model's forward
   (so gradients reach w_s, w_a, w_b). Samples with sm_i = 0 get lambda scaled by 0, i.e. exactly the
   [MASK] embedding, through the same code path, so every rank runs the same graph.
+  Pass 1 runs the LM head at the masked positions of SM samples only, keeps no autograd state, and
+  runs LoRA/DoRA layers with their adapter folded into the weight (`merged_forward`): the base
+  model's cost, equal to PEFT's forward up to float rounding.
 """
 
 from dataclasses import dataclass
@@ -29,6 +32,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .merged_forward import folded_adapters
 from .noise import apply_mask
 from ..model.soft_masking import SoftMaskFeedback, feedback_from_logits
 
@@ -156,7 +160,8 @@ def first_pass_feedback(model, x_t, attention_mask, masked, sm_on, config) -> So
     elif isinstance(attention_mask, torch.Tensor):
         sub_att = attention_mask[rows]  # 3D / 4D masks: rows only
     sub_mask = masked[rows, :length]  # (r, l')
-    logits = model(input_ids=x_t[rows, :length], attention_mask=sub_att, target_mask=sub_mask).logits  # (n, V)
+    with folded_adapters(model):  # adapters folded into their weights: the base model's cost
+        logits = model(input_ids=x_t[rows, :length], attention_mask=sub_att, target_mask=sub_mask).logits  # (n, V)
     feedback = feedback_from_logits(logits, sub_mask, k=config.sm_top_k, full_vocab=config.sm_full_vocab)
     positions = torch.zeros_like(masked)
     positions[rows, :length] = sub_mask  # rows ascend, so the row-major order of the feedback is kept
