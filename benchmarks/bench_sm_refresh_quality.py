@@ -1,98 +1,139 @@
-"""Does refreshing the suffix SM feedback only at each block's refresh lose quality against refreshing
-it at every step? Block decoding without a cache, on a small model trained like the replication's.
+"""Which masked positions need fresh SM feedback in block decoding? Quality of the feedback rules
+against refreshing every mask at every step, on the models `make replicate` trains.
 
-    python benchmarks/bench_sm_refresh_quality.py [--pretrain_steps 400 --continue_steps 200 --prompts 64]
+    make replicate                                      # trains and saves the models (seed 1)
+    python benchmarks/bench_sm_refresh_quality.py [--models outputs/replicate_small/models]
 
-Trains a small Dream-architecture model on the Python standard library (`sm_dream.replication`:
-binary pretraining, then a soft-masking continuation at p_sm 0.8), then continues held-out prompts
-with blocks (`--block_length`, no cache), SM on, at NFE budgets 1/4 and 1, under two rules:
-    every step     `cache_refresh_interval=1`: every masked position gets fresh feedback at every step
-    block refresh  the default: the suffix (after the active block) keeps the feedback of the block's
-                   first step; the block's masks get fresh feedback at every step
-and, for scale, with SM off. Reported per rule and budget (`sm_dream.replication_eval`): NLL of the
-continuation under the binary pretrained model (nats per token, lower is better; `--alg`
-`entropy` at temperature 0 by default, so every difference comes from the rule), exact match of the
-generated tokens with the held-out continuation (token accuracy), unigram entropy and distinct
-bigrams (collapse check), and the share of tokens both rules generate alike. A quick, small-sample
-check (one seed, a few minutes of training): differences within noise are what to expect. A small
-model learns a small w_s (SM barely changes its tokens), so `--stress_w_s 0.9` repeats the comparison
-with w_s set to 0.9: a model that leans on its soft inputs far more than it learned to.
+Block decoding (no cache; the cached modes feed the same inputs) with the SM arm of seed 1 of each
+corpus, under these rules (`sm_feedback_horizon`, `cache_refresh_interval`; docs/fast_decoding.md):
+    every step       every mask gets fresh feedback at every step (`cache_refresh_interval=1`,
+                     horizon = the whole suffix): the reference
+    whole suffix     the block's first step (its refresh) feeds back every mask, the other steps the
+                     block's masks (horizon = the whole suffix)
+    next block       the refresh feeds back the masks of the block and of the next one (the default)
+    block only       only the block's masks are ever fed back (horizon 0)
+    SM off           binary decoding, for scale
+    structured: exact match of a 16-token checkable continuation (greedy, `entropy` and `origin`),
+                blocks of 4, NFE 1/4 (one step per block) and 1/2;
+    stdlib:     NLL of a 32-token continuation under the binary arm of the same seed (nats per token,
+                lower is better; `entropy`, temperature 0, so every difference comes from the rule),
+                blocks of 8, NFE 1/4 and 1/2.
+Per rule: the mean, the paired difference to `every step` per prompt with a 95% bootstrap interval,
+and the share of prompts whose tokens differ from the reference.
 """
 
 import argparse
-import dataclasses
-import math
-import time
+import json
+import sys
+from pathlib import Path
 
 import torch
 
-from sm_dream.replication import ReplicationArgs, build_model, prepare_data, train_phase
-from sm_dream.replication_eval import continuation_metrics
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
 
-RULES = {"every step": dict(cache_refresh_interval=1), "block refresh": {}}
+from replication.data import exact_match, structured_documents, structured_prompts  # noqa: E402
+from replication.evaluate import continuation_metrics  # noqa: E402
+from replication.stats import bootstrap_ci, verdict  # noqa: E402
+from replication.train import ReplicationArgs  # noqa: E402
+from sm_dream import SoftMaskDreamForDiffusionLM  # noqa: E402
+
+WHOLE = 10**6  # a horizon past any suffix
+RULES = {
+    "every step": dict(cache_refresh_interval=1, sm_feedback_horizon=WHOLE),
+    "whole suffix": dict(sm_feedback_horizon=WHOLE),
+    "next block": dict(sm_feedback_horizon=None),
+    "block only": dict(sm_feedback_horizon=0),
+    "SM off": dict(soft_masking=False),
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pretrain_steps", type=int, default=400)
-    parser.add_argument("--continue_steps", type=int, default=200)
-    parser.add_argument("--max_files", type=int, default=200)
-    parser.add_argument("--prompts", type=int, default=64)
-    parser.add_argument("--new_tokens", type=int, default=32)
-    parser.add_argument("--block_length", type=int, default=8)
-    parser.add_argument("--alg", default="entropy")
-    parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--models", default="outputs/replicate_small/models")
+    parser.add_argument("--structured_new_tokens", type=int, default=16)
+    parser.add_argument("--budgets", type=float, nargs="+", default=[0.25, 0.5])
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--stress_w_s", type=float, nargs="*", default=[0.9], help="also compare with these w_s")
+    parser.add_argument("--json", default=None, help="also write the results here")
     ns = parser.parse_args()
     torch.set_num_threads(ns.threads)
-    args = ReplicationArgs(max_files=ns.max_files, vocab_size=1024, seq_len=96, gen_new_tokens=ns.new_tokens,
-                           gen_prompts=ns.prompts, eval_windows=ns.prompts, eval_repeats=2, seeds=[1], workers=1)
-    args.validate()
-    start = time.time()
-    data = prepare_data(args)
-    torch.manual_seed(0)
-    base = build_model(args, data["mask_id"] + 1, data["eos_id"], data["mask_id"])
-    train_phase(base, data["train"], args, ns.pretrain_steps, 0.0, seed=0)
-    model = build_model(args, data["mask_id"] + 1, data["eos_id"], data["mask_id"])
-    model.load_state_dict(base.state_dict())
-    train_phase(model, data["train"], args, ns.continue_steps, args.p_sm, seed=1)
-    model.eval()
-    print(f"trained in {time.time() - start:.0f} s: {dataclasses.asdict(args)['hidden_size']} hidden, "
-          f"{ns.pretrain_steps} + {ns.continue_steps} steps; SM {model.soft_mask.mapped()}")
-    windows = data["gen_windows"]
-    prompt_length = args.seq_len - ns.new_tokens
-    print(f"{windows.shape[0]} held-out prompts, {ns.new_tokens} new tokens, blocks of {ns.block_length}, no cache, "
-          f"alg {ns.alg}, temperature {ns.temperature}")
-    print(f"  reference continuation: {_format(continuation_metrics(base, windows, prompt_length, args))}")
-    compare(model, base, windows, prompt_length, args, ns)
-    for w_s in ns.stress_w_s:
-        with torch.no_grad():
-            model.soft_mask.s_raw.fill_(math.log(w_s / (1 - w_s)))  # w_s = sigmoid(s_raw)
-        print(f"  with w_s set to {w_s} (stress):")
-        compare(model, base, windows, prompt_length, args, ns)
+    root = Path(ns.models)
+    if not (root / "structured" / "sm").is_dir() and not (root / "stdlib" / "sm").is_dir():
+        raise SystemExit(f"no trained models under {root}: run `make replicate` first (it saves seed 1's arms).")
+    args = ReplicationArgs(**{k: v for k, v in json.loads((root.parent / "results.json").read_text())["args"].items()})
+    results = {}
+    if (root / "structured" / "sm").is_dir():
+        results["structured"] = structured(root / "structured", args, ns)
+    if (root / "stdlib" / "sm").is_dir():
+        results["stdlib"] = stdlib(root / "stdlib", args, ns)
+    if ns.json:
+        Path(ns.json).write_text(json.dumps(results, indent=1))
 
 
-def compare(model, base, windows, prompt_length: int, args, ns) -> None:
-    """Metrics of SM off and of both rules at NFE budgets 1/4 and 1."""
-    reference = windows[:, prompt_length:]
-    for budget in (0.25, 1.0):
-        outputs = {}
-        for name, extra in {"SM off": dict(soft_masking=False), **RULES}.items():
-            kwargs = dict(max_new_tokens=ns.new_tokens, nfe_budget=budget, alg=ns.alg, temperature=ns.temperature,
-                          block_length=ns.block_length, soft_masking=True, generator=torch.Generator().manual_seed(7))
-            kwargs.update(extra)
-            with torch.no_grad():
-                outputs[name] = model.diffusion_generate(windows[:, :prompt_length], **kwargs)
-            metrics = continuation_metrics(base, outputs[name], prompt_length, args)
-            metrics["exact_match"] = float((outputs[name][:, prompt_length:] == reference).float().mean())
-            print(f"  NFE {budget:>4} {name:>13}: {_format(metrics)}")
-        same = (outputs["every step"][:, prompt_length:] == outputs["block refresh"][:, prompt_length:]).float().mean()
-        print(f"  NFE {budget:>4}: tokens alike under both rules: {float(same):.3f}", flush=True)
+def load(folder: Path):
+    return SoftMaskDreamForDiffusionLM.from_pretrained(folder).eval()
 
 
-def _format(metrics) -> str:
-    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+def generate(model, prompts, new_tokens: int, budget: float, block_length: int, alg: str, rule: dict):
+    settings = dict(max_new_tokens=new_tokens, nfe_budget=budget, alg=alg, temperature=0.0,
+                    block_length=block_length, soft_masking=True, generator=torch.Generator().manual_seed(7))
+    settings.update(rule)
+    with torch.no_grad():
+        return model.diffusion_generate(prompts, **settings)
+
+
+def structured(folder: Path, args, ns) -> dict:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(folder / "sm" / "tokenizer.json"))
+    n = ns.structured_new_tokens
+    docs = structured_documents(args.structured_heldout_docs, args.structured_lines, seed=2)
+    windows = structured_prompts(tokenizer, docs, args.seq_len, n, args.gen_prompts)["windows"]
+    prompt_length = windows.shape[1] - n
+    model = load(folder / "sm")
+    print(f"structured: {windows.shape[0]} prompts, {n} new tokens, blocks of 4, SM {model.soft_mask.mapped()}")
+    out = {}
+    for alg in ("entropy", "origin"):
+        for budget in ns.budgets:
+            scores, tokens = {}, {}
+            for name, rule in RULES.items():
+                seqs = generate(model, windows[:, :prompt_length], n, budget, 4, alg, rule)
+                tokens[name] = seqs[:, prompt_length:]
+                scores[name] = [float(exact_match(tokenizer, g, r)) for g, r in
+                                zip(tokens[name].tolist(), windows[:, prompt_length:].tolist())]
+            out[f"{alg} {budget}"] = report(f"{alg}, NFE {budget}", scores, tokens, lower_is_better=False)
+    return out
+
+
+def stdlib(folder: Path, args, ns) -> dict:
+    windows = torch.load(folder / "sm" / "prompts.pt")
+    n = args.gen_new_tokens
+    prompt_length = windows.shape[1] - n
+    model, scorer = load(folder / "sm"), load(folder / "binary")
+    print(f"stdlib: {windows.shape[0]} prompts, {n} new tokens, blocks of 8, SM {model.soft_mask.mapped()}")
+    out = {}
+    for budget in ns.budgets:
+        scores, tokens = {}, {}
+        for name, rule in RULES.items():
+            seqs = generate(model, windows[:, :prompt_length], n, budget, 8, "entropy", rule)
+            tokens[name] = seqs[:, prompt_length:]
+            scores[name] = continuation_metrics(scorer, seqs, prompt_length, args)["nll_rows"]
+        out[f"entropy {budget}"] = report(f"entropy, NFE {budget}, NLL", scores, tokens, lower_is_better=True)
+    return out
+
+
+def report(title: str, scores: dict, tokens: dict, lower_is_better: bool) -> dict:
+    reference = scores["every step"]
+    rows = {}
+    print(f"  {title}")
+    for name, values in scores.items():
+        diff = [a - b for a, b in zip(values, reference)]
+        ci = bootstrap_ci([diff]) if name != "every step" else (0.0, 0.0, 0.0)
+        differs = float((tokens[name] != tokens["every step"]).any(-1).float().mean())
+        rows[name] = dict(mean=sum(values) / len(values), diff=ci, prompts_differ=differs)
+        call = verdict(ci[1], ci[2], lower_is_better).replace("SM ", "") if name != "every step" else "reference"
+        print(f"    {name:>13}: mean {rows[name]['mean']:.4f}  - every step {ci[0]:+.4f} "
+              f"[{ci[1]:+.4f}, {ci[2]:+.4f}] ({call}); prompts with other tokens {differs:.3f}", flush=True)
+    return rows
 
 
 if __name__ == "__main__":

@@ -160,6 +160,24 @@ def test_arms_share_data_order_and_noise(small_data):
     assert other_seed != pytest.approx(losses[0.0], rel=1e-5)
 
 
+@pytest.mark.parametrize("cooldown", [0, 4])
+def test_learning_rate_warms_up_then_cools_down_linearly(cooldown):
+    from replication.train import make_optimizer
+
+    args = dataclasses.replace(QUICK, warmup_steps=2, lr_backbone=1e-3, lr_sm=5e-2)
+    model = build_model(args, 64, 0, 63)
+    optimizer, schedule = make_optimizer(model, args, steps=10, cooldown=cooldown)
+    rates = []
+    for _ in range(10):
+        rates.append([g["lr"] for g in optimizer.param_groups])
+        optimizer.step()
+        schedule.step()
+    factors = [r[0] / 1e-3 for r in rates]
+    assert all(r[-1] / 5e-2 == pytest.approx(f) for r, f in zip(rates, factors))  # one schedule for both groups
+    expected = [0.5] + [1.0] * 9 if cooldown == 0 else [0.5, 1, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25]
+    assert factors == pytest.approx(expected)
+
+
 def test_parse_args_quick_overrides_and_flags_win():
     args, out, quick = parse_args(["--quick", "--seeds", "4", "5", "--nfe_budgets", "0.5", "1", "--lr_sm", "0.02"])
     assert quick and out == "outputs/replicate_small_quick"
@@ -174,7 +192,8 @@ def test_parse_args_quick_overrides_and_flags_win():
     [("seeds", [], "seeds is empty"), ("gen_new_tokens", 48, "gen_new_tokens=48"),
      ("nfe_budgets", [2.0], "nfe_budgets"), ("corpora", ["web"], "corpora=\\['web'\\]"),
      ("task_new_tokens", 0, "task_new_tokens=0"),
-     ("final_evals", 0, "final_evals=0")],
+     ("final_evals", 0, "final_evals=0"), ("cooldown_steps", 9, "cooldown_steps=9"),
+     ("cooldown_steps", -1, "cooldown_steps=-1")],
 )
 def test_invalid_args_raise_naming_the_field(field, value, message):
     with pytest.raises(ValueError, match=message):
@@ -416,6 +435,18 @@ def test_quick_mode_end_to_end(tmp_path):
             cells = [task[arm][alg][str(b)] for b in QUICK.nfe_budgets]
             assert [c["steps"] for c in cells] == [2, 4, 8]
             assert all(set(c["correct"]) <= {0, 1} and len(c["correct"]) == QUICK.gen_prompts for c in cells)
+    # seed 1's arms are saved as checkpoints that load and reproduce the run's final held-out NLL
+    from sm_dream import SoftMaskDreamForDiffusionLM
+
+    for name in ("stdlib", "structured"):
+        for arm in ("binary", "sm"):
+            folder = tmp_path / "models" / name / arm
+            model = SoftMaskDreamForDiffusionLM.from_pretrained(folder)
+            mapped = model.soft_mask.mapped()
+            last = results["corpora"][name]["seeds"]["1"][arm]["history"][-1]
+            assert mapped["w_s"] == pytest.approx(last["w_s"], rel=1e-6), (name, arm)
+            assert (folder / "tokenizer.json").read_text() == (tmp_path / f"tokenizer_{name}.json").read_text()
+            assert torch.load(folder / "prompts.pt").shape == (QUICK.gen_prompts, QUICK.seq_len)
     report = (tmp_path / "report.md").read_text()
     for row in ("| binary arm |", "| SM arm, two passes (SM input) |", "| w_s |", "| stdlib | held-out NLL",
                 "| structured | exact match, entropy, NFE 1/4 |", "| origin | 1/2 | 4 |", "| 1 | 16 |"):

@@ -91,6 +91,7 @@ class ReplicationArgs:
     lr_backbone: float = 1e-3
     lr_sm: float = 5e-2  # 5x the paper's 1e-2: 1000 steps instead of 100k (paper A.2; docs/replication.md)
     warmup_steps: int = 50  # linear warmup, then constant (as in the paper's continuation)
+    cooldown_steps: int = 300  # continuation: linear decay to 0 over its last 300 steps (docs/replication.md)
     max_grad_norm: float = 1.0
     t_low: float = 0.05
     t_high: float = 1.0
@@ -131,6 +132,9 @@ class ReplicationArgs:
             raise ValueError(f"nfe_budgets={self.nfe_budgets} must lie in (0, 1], e.g. 0.25 0.5 1.")
         if self.workers < 1 or self.threads < 1:
             raise ValueError(f"workers={self.workers} and threads={self.threads} must be >= 1.")
+        if not 0 <= self.cooldown_steps <= self.continue_steps:
+            raise ValueError(f"cooldown_steps={self.cooldown_steps} must lie in "
+                             f"[0, continue_steps={self.continue_steps}].")
         if self.eval_every < 1 or self.log_every < 1 or self.final_evals < 1:
             raise ValueError(f"eval_every={self.eval_every}, log_every={self.log_every} and "
                              f"final_evals={self.final_evals} must be >= 1.")
@@ -139,7 +143,8 @@ class ReplicationArgs:
 QUICK_OVERRIDES = dict(
     max_files=12, vocab_size=512, seq_len=48, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
     structured_train_docs=40, structured_heldout_docs=4, structured_lines=12,
-    batch_size=4, pretrain_steps=12, continue_steps=8, warmup_steps=2, seeds=[1], log_every=2, eval_every=4,
+    batch_size=4, pretrain_steps=12, continue_steps=8, warmup_steps=2, cooldown_steps=4, seeds=[1], log_every=2,
+    eval_every=4,
     final_evals=2, eval_windows=8, eval_repeats=1, gen_prompts=4, gen_new_tokens=16, task_new_tokens=8,
     bootstrap_resamples=200, workers=1,
 )  # checks that the pipeline works; no claim can be drawn from it
@@ -158,17 +163,22 @@ def build_model(args: ReplicationArgs, vocab_size: int, eos_id: int, mask_id: in
     return SoftMaskDreamForDiffusionLM(config)
 
 
-def make_optimizer(model, args: ReplicationArgs):
-    """AdamW with the backbone group and the SM group (lr_sm, paper A.1); linear warmup, then constant."""
+def make_optimizer(model, args: ReplicationArgs, steps: int, cooldown: int = 0):
+    """AdamW with the backbone group and the SM group (lr_sm, paper A.1); linear warmup, then constant,
+    then (with `cooldown`) a linear decay to 0 over the last `cooldown` of the `steps` steps."""
     groups = optimizer_groups(model, args.lr_backbone, args.lr_sm, weight_decay=0.0, decay_names=[])
     optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
     warmup = max(1, args.warmup_steps)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
-    return optimizer, schedule
+
+    def factor(step: int) -> float:  # step: optimizer steps taken so far
+        decay = min(1.0, (steps - step) / cooldown) if cooldown > 0 else 1.0
+        return min(1.0, (step + 1) / warmup) * decay
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def train_phase(model, windows: torch.Tensor, args: ReplicationArgs, steps: int, p_sm: float, seed: int,
-                evaluate=None) -> List[Dict]:
+                evaluate=None, cooldown: int = 0) -> List[Dict]:
     """`steps` optimizer steps; returns the history (train loss, mapped SM values, evaluations).
 
     The data order and the noise (t, masks, SM switches) depend only on `seed`, not on `p_sm`: the
@@ -177,7 +187,7 @@ def train_phase(model, windows: torch.Tensor, args: ReplicationArgs, steps: int,
     """
     order = window_order(windows.shape[0], steps, args.batch_size, seed)  # (steps, b)
     noise = torch.Generator().manual_seed(10_000 + seed)
-    optimizer, schedule = make_optimizer(model, args)
+    optimizer, schedule = make_optimizer(model, args, steps, cooldown)
     history, losses = [], []
     for step in range(1, steps + 1):
         model.train()
@@ -316,6 +326,8 @@ def _run(args: ReplicationArgs, out: Path, log, command: str) -> Dict:
                     res["seeds"][str(seed)][arm] = {"history": history, "final": final}
                     results["timing"][f"{name}_seed{seed}_{arm}_s"] = seconds
                     arms.setdefault((name, seed), {})[arm] = state
+                    if seed == args.seeds[0]:  # kept for checks on trained models (docs/replication.md)
+                        save_model(out / "models" / name / arm, bases[name][0], state, data)
                     if len(arms[(name, seed)]) == len(ARMS):
                         slim = {k: data[k] for k in ("name", "tokenizer", "eos_id", "mask_id", "gen_windows", "corpus")}
                         job = pool.submit(generation_job, bases[name][0], arms.pop((name, seed)), slim, args, seed,
@@ -332,6 +344,15 @@ def _run(args: ReplicationArgs, out: Path, log, command: str) -> Dict:
     write_report(results, out)
     log(f"wrote {out / 'report.md'} and {out / 'report.png'} in {results['timing']['total_s']:.0f} s")
     return results
+
+
+def save_model(folder: Path, config, state: Dict, data: Dict) -> None:
+    """`save_pretrained` of one arm, with the corpus's tokenizer and held-out generation prompts."""
+    model = SoftMaskDreamForDiffusionLM(config)
+    model.load_state_dict(state)
+    model.save_pretrained(folder)
+    (folder / "tokenizer.json").write_text(data["tokenizer"])
+    torch.save(data["gen_windows"], folder / "prompts.pt")
 
 
 def pretrain(data: Dict, args: ReplicationArgs, log=print) -> Tuple[Tuple, Dict, float]:
@@ -358,8 +379,8 @@ def continue_arm(base: Tuple, train: torch.Tensor, eval_windows: torch.Tensor, a
     model = SoftMaskDreamForDiffusionLM(base[0])
     model.load_state_dict(base[1])
     evaluate = make_evaluator(eval_windows, args, soft=p_sm > 0, log=log)
-    history, final = summarize(train_phase(model, train, args, args.continue_steps, p_sm, seed, evaluate),
-                               args.final_evals)
+    history, final = summarize(train_phase(model, train, args, args.continue_steps, p_sm, seed, evaluate,
+                                           cooldown=args.cooldown_steps), args.final_evals)
     return model.state_dict(), history, final, time.time() - start
 
 
