@@ -253,11 +253,20 @@ class Denoiser:
         k, full_vocab = self.model.config.sm_top_k, self.model.config.sm_full_vocab
         if compute and rows is raw:
             return step_rows(raw, alg, config, sm_k=k, positions=targets, full_vocab=full_vocab, **kwargs)
-        read = step_rows(rows, alg, config, **kwargs)
         if not compute:
+            return step_rows(rows, alg, config, **kwargs)
+        if self.full_logits or not bool(block_masked.any()):  # the sampled rows are not (all) raw rows
+            read = step_rows(rows, alg, config, **kwargs)
+            feedback = feedback_from_logits(raw, targets, k=k, full_vocab=full_vocab, chunk_size=rows_per_chunk(raw))
+            return StepRows(read.tokens, read.confidence, feedback)
+        # The block's rows are raw rows too (a refresh's horizon, remask candidates): read each row once.
+        read = step_rows(rows, alg, config, sm_k=k, positions=block_masked, full_vocab=full_vocab, **kwargs)
+        others = targets & ~block_masked
+        if not bool(others.any()):
             return read
-        feedback = feedback_from_logits(raw, targets, k=k, full_vocab=full_vocab, chunk_size=rows_per_chunk(raw))
-        return StepRows(read.tokens, read.confidence, feedback)
+        rest = raw[~block_masked[targets]]
+        feedback = feedback_from_logits(rest, others, k=k, full_vocab=full_vocab, chunk_size=rows_per_chunk(rest))
+        return StepRows(read.tokens, read.confidence, merge_feedback(read.feedback, feedback))
 
     def _commit(self, x, block_masked, read: StepRows, i: int, grid):
         """Dream's unmasking inside the block (fixed steps, ReMDM counts) or threshold decoding."""
