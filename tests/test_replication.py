@@ -448,6 +448,13 @@ def test_quick_mode_end_to_end(tmp_path):
             assert (folder / "tokenizer.json").read_text() == (tmp_path / f"tokenizer_{name}.json").read_text()
             assert torch.load(folder / "prompts.pt").shape == (QUICK.gen_prompts, QUICK.seq_len)
     report = (tmp_path / "report.md").read_text()
+    # the documented re-render from results.json gives the same report
+    import subprocess
+
+    (tmp_path / "report.md").unlink()
+    script = Path(__file__).resolve().parents[1] / "recipes" / "replication" / "report.py"
+    subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, capture_output=True)
+    assert (tmp_path / "report.md").read_text() == report
     for row in ("| binary arm |", "| SM arm, two passes (SM input) |", "| w_s |", "| stdlib | held-out NLL",
                 "| structured | exact match, entropy, NFE 1/4 |", "| origin | 1/2 | 4 |", "| 1 | 16 |"):
         assert row in report, row

@@ -9,11 +9,16 @@ held-out window or prompt, with a 95% bootstrap interval over items and seeds an
 
 import math
 import statistics
+import sys
 from fractions import Fraction
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-from .stats import bootstrap_ci, paired_differences, verdict
+if __package__:
+    from .stats import bootstrap_ci, paired_differences, verdict
+else:  # run as a script (see the end of this file): import the package next to this file
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from replication.stats import bootstrap_ci, paired_differences, verdict
 
 HELDOUT_ROWS = (  # (label, arm, key of the evaluation)
     ("binary arm", "binary", "nll_binary"),
@@ -181,7 +186,11 @@ def markdown_report(results: Dict) -> str:
         f"Model: Dream architecture, hidden {args['hidden_size']}, {args['num_hidden_layers']} layers. Pretraining "
         f"{args['pretrain_steps']} steps (binary), then {args['continue_steps']} steps per arm, batch "
         f"{args['batch_size']} x {args['seq_len']} tokens, t ~ U({args['t_low']}, {args['t_high']}), p_sm "
-        f"{args['p_sm']}, k {args['sm_top_k']}, lr {args['lr_backbone']} / SM {args['lr_sm']}. Seeds {args['seeds']} "
+        f"{args['p_sm']}, k {args['sm_top_k']}, lr {args['lr_backbone']} / SM {args['lr_sm']}, "
+        f"{args.get('warmup_steps', 0)} warmup steps, " + (
+            f"linear cooldown over the last {args['cooldown_steps']} steps" if args.get("cooldown_steps")
+            else "then constant")
+        + f". Seeds {args['seeds']} "
         f"(mean ± std over seeds). Wall time {timing['total_s'] / 60:.1f} min with {args['workers']} worker "
         f"process(es)" + (f", load average {load[0]:.1f} at the end" if load else "") + ". Versions: "
         + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".", "",
@@ -323,9 +332,7 @@ def write_report(results: Dict, output_dir: Path) -> None:
 
 if __name__ == "__main__":  # re-render a run's report: python recipes/replication/report.py OUTPUT_DIR
     import json
-    import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from replication.report import write_report as _write  # the package's module (relative imports)
+    from replication.report import write_report as _write  # the package's module
 
     _write(json.loads((Path(sys.argv[1]) / "results.json").read_text()), Path(sys.argv[1]))
