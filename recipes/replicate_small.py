@@ -2,7 +2,7 @@
 """Small CPU replication of the paper's language-modelling experiment (Section 4.1): does SM help?
 
 Usage:
-    python recipes/replicate_small.py            # full mode (make replicate): ~15 min of work for 2 free cores
+    python recipes/replicate_small.py            # full mode (make replicate): ~10 min on 2 free cores
     python recipes/replicate_small.py --quick    # pipeline check, ~1 min, no claims (make replicate-quick)
     python recipes/replicate_small.py --corpora stdlib --lr_sm 0.01 --continue_steps 1500   # the paper's SM rate
 

@@ -374,3 +374,22 @@ def test_plan_and_errors():
         with pytest.raises(ValueError, match=message):  # the generation config's validator
             SoftMaskDreamGenerationConfig(**fields)
     assert SoftMaskDreamGenerationConfig().use_cache is False  # not transformers' autoregressive default
+
+
+@pytest.mark.parametrize("alg,temperature", [("entropy", 0.0), ("origin", 0.0), ("entropy", 0.7), ("origin", 0.7)])
+def test_a_refresh_reads_its_rows_once_with_the_draws_of_the_reference(model, alg, temperature):
+    # A refresh predicts the block and the next block. Without a hook the loop reads those rows once
+    # (all of them in one pass where nothing is drawn, else the block's rows alone, then the others);
+    # with a hook it samples from the block's rows and takes the feedback apart. Same draws, same tokens.
+    def run(**extra):
+        return _generate(model, alg=alg, temperature=temperature, block_length=4, steps=8, output_history=True,
+                         generator=torch.Generator().manual_seed(3), **extra)
+
+    fused, hooked = run(), run(generation_logits_hook_func=lambda step, x, logits: logits)
+    assert torch.equal(fused.sequences, hooked.sequences)
+    for a, b in zip(fused.sm_trace, hooked.sm_trace):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.equal(a.positions, b.positions) and torch.equal(a.top_ids, b.top_ids)
+            torch.testing.assert_close(a.lam, b.lam, rtol=0, atol=0)
+    assert any(t is not None and bool(t.positions[:, 14:].any()) for t in fused.sm_trace)  # a horizon was fed

@@ -66,6 +66,7 @@ from .unmasking import (
     diffusion_timesteps,
     get_unmasking_algorithm,
     rows_per_chunk,
+    rows_read_alone,
     step_rows,
     tokens_to_unmask,
     top_per_row,
@@ -225,7 +226,7 @@ class Denoiser:
         self.nfe += 1
         if not self.full_logits:
             raw = self.model(x[:, ws:we], self.attention_mask, target_mask=targets[:, ws:we], **kwargs).logits  # (n, V)
-            rows, logits = (raw if targets is block_masked else raw[block_masked[targets]]), None
+            rows, logits = (raw if targets is block_masked else None), None  # None: a subset, taken when needed
         else:
             shifted = shift_right(self.model(x[:, ws:we], self.attention_mask, **kwargs).logits)  # (b, w, V)
             if (ws, we) == (0, length):
@@ -244,8 +245,10 @@ class Denoiser:
     def _read_rows(self, raw, rows, targets, block_masked, compute: bool) -> StepRows:
         """Candidates and confidences at `block_masked` and, with `compute`, SM feedback at `targets`.
 
-        Where the sampled rows are the raw rows (no logits hook) and no other row needs feedback,
-        `step_rows` reads each row once for all three; else feedback comes from the raw rows apart.
+        Where the sampled rows are raw rows (no logits hook), `step_rows` reads each row once for all
+        three; with a hook, feedback comes from the raw rows apart. rows: None when the sampled rows
+        are the `block_masked` subset of the raw `targets` rows (a refresh's horizon, remask
+        candidates), taken here only if it must be copied.
         """
         config = self.config
         alg = config.alg if self.algorithm is not None else "maskgit_plus"
@@ -255,16 +258,23 @@ class Denoiser:
             return step_rows(raw, alg, config, sm_k=k, positions=targets, full_vocab=full_vocab, **kwargs)
         if not compute:
             return step_rows(rows, alg, config, **kwargs)
+        sampled = block_masked[targets]  # (n,) the target rows that are sampled
+        if rows is None and rows_read_alone(alg, config, self.algorithm is None):
+            # no random draws: read every target row in one pass and keep the block's candidates
+            read = step_rows(raw, alg, config, sm_k=k, positions=targets, full_vocab=full_vocab, **kwargs)
+            return StepRows(read.tokens[sampled], read.confidence[sampled], read.feedback)
+        rows = raw[sampled] if rows is None else rows
         if self.full_logits or not bool(block_masked.any()):  # the sampled rows are not (all) raw rows
             read = step_rows(rows, alg, config, **kwargs)
             feedback = feedback_from_logits(raw, targets, k=k, full_vocab=full_vocab, chunk_size=rows_per_chunk(raw))
             return StepRows(read.tokens, read.confidence, feedback)
-        # The block's rows are raw rows too (a refresh's horizon, remask candidates): read each row once.
+        # Draws per row (sampling, `origin`): the block's rows alone, so that the draws match, then
+        # the feedback of the others.
         read = step_rows(rows, alg, config, sm_k=k, positions=block_masked, full_vocab=full_vocab, **kwargs)
         others = targets & ~block_masked
         if not bool(others.any()):
             return read
-        rest = raw[~block_masked[targets]]
+        rest = raw[~sampled]
         feedback = feedback_from_logits(rest, others, k=k, full_vocab=full_vocab, chunk_size=rows_per_chunk(rest))
         return StepRows(read.tokens, read.confidence, merge_feedback(read.feedback, feedback))
 

@@ -253,9 +253,7 @@ def step_rows(
         raise ValueError(f"sm_k={sm_k} needs the (b, l) positions of the {raw_rows.shape[0]} rows; "
                          f"got {got} positions.")
     alg = get_unmasking_algorithm(algorithm)
-    plain = not config.temperature and (config.top_p is None or config.top_p >= 1.0) and config.top_k is None
-    # built-in confidences have closed forms below (at temperature 0, p(x0) is maskgit_plus's)
-    fast = plain and alg is _BUILTIN.get(algorithm) and (not model_confidence or algorithm == "maskgit_plus")
+    fast = _fast(algorithm, config, model_confidence)
     suppressed = (config.mask_token_id, config.tokenizer_vocab_size)
     chunk_size = chunk_size or rows_per_chunk(raw_rows)
     buffers = RowBuffers(raw_rows, chunk_size)
@@ -279,6 +277,21 @@ def step_rows(
         device = raw_rows.device
         return StepRows(torch.zeros(0, dtype=torch.long, device=device), torch.zeros(0, device=device), feedback)
     return StepRows(torch.cat(tokens), torch.cat(confidences).float(), feedback)
+
+
+def _fast(algorithm: str, config, model_confidence: bool) -> bool:
+    """Whether `step_rows` takes the temperature-0 path of shared reductions: greedy tokens and a
+    built-in confidence, whose closed forms `_fast_chunk` computes (p(x0) is maskgit_plus's)."""
+    plain = not config.temperature and (config.top_p is None or config.top_p >= 1.0) and config.top_k is None
+    builtin = get_unmasking_algorithm(algorithm) is _BUILTIN.get(algorithm)
+    return plain and builtin and (not model_confidence or algorithm == "maskgit_plus")
+
+
+def rows_read_alone(algorithm: str, config, model_confidence: bool = False) -> bool:
+    """True when `step_rows` draws no random numbers (greedy tokens and a deterministic built-in
+    confidence: not `origin`), so that what it gives for a row does not depend on the other rows it
+    reads: a caller may pass extra rows and keep the ones it needs."""
+    return _fast(algorithm, config, model_confidence) and algorithm != "origin"
 
 
 def _model_p(f: torch.Tensor, p: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
