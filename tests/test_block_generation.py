@@ -31,6 +31,16 @@ def _prompts():
     return ids, attention
 
 
+def _assert_same_decoding(a, b):
+    """The same tokens, and the same soft inputs (positions, top ids, lambda) at every step."""
+    assert torch.equal(a.sequences, b.sequences)
+    for x, y in zip(a.sm_trace, b.sm_trace):
+        assert (x is None) == (y is None)
+        if x is not None:
+            assert torch.equal(x.positions, y.positions) and torch.equal(x.top_ids, y.top_ids)
+            torch.testing.assert_close(x.lam, y.lam, rtol=0, atol=0)
+
+
 def _generate(model, **kwargs):
     ids, attention = _prompts()
     settings = dict(attention_mask=attention, max_new_tokens=N, steps=8, alg="entropy", return_dict_in_generate=True)
@@ -206,12 +216,7 @@ def test_suffix_feedback_comes_from_the_blocks_refresh_up_to_the_horizon(model, 
         torch.testing.assert_close(state.top_probs, reference.topk_probs[:, 0], rtol=0, atol=0)
     # Without the hook, each row is read once (`step_rows`); the same tokens and feedback.
     fused = _generate(model, block_length=4, steps=16, output_history=True, sm_feedback_horizon=horizon)
-    assert torch.equal(fused.sequences, uncached.sequences)
-    for a, b in zip(fused.sm_trace, uncached.sm_trace):
-        assert (a is None) == (b is None)
-        if a is not None:
-            assert torch.equal(a.positions, b.positions) and torch.equal(a.top_ids, b.top_ids)
-            torch.testing.assert_close(a.lam, b.lam, rtol=0, atol=0)
+    _assert_same_decoding(fused, uncached)
 
 
 def test_the_feedback_horizon_is_validated(model):
@@ -386,10 +391,5 @@ def test_a_refresh_reads_its_rows_once_with_the_draws_of_the_reference(model, al
                          generator=torch.Generator().manual_seed(3), **extra)
 
     fused, hooked = run(), run(generation_logits_hook_func=lambda step, x, logits: logits)
-    assert torch.equal(fused.sequences, hooked.sequences)
-    for a, b in zip(fused.sm_trace, hooked.sm_trace):
-        assert (a is None) == (b is None)
-        if a is not None:
-            assert torch.equal(a.positions, b.positions) and torch.equal(a.top_ids, b.top_ids)
-            torch.testing.assert_close(a.lam, b.lam, rtol=0, atol=0)
+    _assert_same_decoding(fused, hooked)
     assert any(t is not None and bool(t.positions[:, 14:].any()) for t in fused.sm_trace)  # a horizon was fed
