@@ -61,7 +61,7 @@ def main() -> None:
     root = Path(ns.models)
     if not (root / "structured" / "sm").is_dir() and not (root / "stdlib" / "sm").is_dir():
         raise SystemExit(f"no trained models under {root}: run `make replicate` first (it saves seed 1's arms).")
-    args = ReplicationArgs(**{k: v for k, v in json.loads((root.parent / "results.json").read_text())["args"].items()})
+    args = ReplicationArgs(**json.loads((root.parent / "results.json").read_text())["args"])
     results = {}
     if "structured" in ns.corpora and (root / "structured" / "sm").is_dir():
         results["structured"] = structured(root / "structured", args, ns)

@@ -36,7 +36,7 @@ from sm_dream.training.noise import sample_noise
 from sm_dream.tiny import tiny_config
 
 VARIANTS = {"binary": 0.0, "sm_p0.5": 0.5, "sm_p1.0": 1.0, "sm_p1.0_peft": 1.0}
-# sm_p1.0_peft: pass 1 through PEFT's adapter forward, not folded (`training.merged_forward`): the
+# sm_p1.0_peft: pass 1 through PEFT's adapter forward, not folded (`training.folding`): the
 # cost folding removes, in the same run (with full finetuning there is nothing to fold: the same step).
 
 
@@ -59,14 +59,13 @@ def build(args, mode):
 
 def step(model, optimizer, ids, response, p_sm, fold=True):
     """One optimizer step. SM goes to exactly round(p_sm * b) random samples, the expected share, so
-    that the p_sm = 0.5 ratio shows the expected cost rather than one Binomial(b, p_sm) draw."""
-    if not fold:
-        with unfolded():
-            return step(model, optimizer, ids, response, p_sm)
+    that the p_sm = 0.5 ratio shows the expected cost rather than one Binomial(b, p_sm) draw.
+    fold=False: pass 1 through PEFT's own adapter forward."""
     noise = sample_noise(response, 0.2, 0.8, p_sm)
     b = response.shape[0]
     sm_on = (torch.randperm(b) < round(p_sm * b)).to(response.device)  # (b,)
-    out = sm_two_pass_loss(model, ids, None, response, noise.masked, noise.t, sm_on)
+    with contextlib.nullcontext() if fold else unfolded():
+        out = sm_two_pass_loss(model, ids, None, response, noise.masked, noise.t, sm_on)
     out.loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)

@@ -50,7 +50,7 @@ class BlockPlan:
     cache_kind: Optional[str]
     refresh_interval: Optional[int]
     remasking: RemaskingSchedule
-    feedback_horizon: int = 0
+    feedback_horizon: int
 
 
 def plan_blocks(config, prompt_length: int, new_tokens: int) -> BlockPlan:
@@ -80,7 +80,7 @@ def plan_blocks(config, prompt_length: int, new_tokens: int) -> BlockPlan:
         config.remasking, eta=config.remasking_eta, t_on=config.remasking_t_on,
         t_off=config.remasking_t_off, alpha_on=config.remasking_alpha_on,
     )
-    horizon = length if getattr(config, "sm_feedback_horizon", None) is None else int(config.sm_feedback_horizon)
+    horizon = length if config.sm_feedback_horizon is None else int(config.sm_feedback_horizon)
     return BlockPlan(blocks, steps, cache_kind, config.cache_refresh_interval, schedule, horizon)
 
 

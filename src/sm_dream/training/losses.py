@@ -22,7 +22,7 @@ Inputs of the loss pass:
   (so gradients reach w_s, w_a, w_b). Samples with sm_i = 0 get lambda scaled by 0, i.e. exactly the
   [MASK] embedding, through the same code path, so every rank runs the same graph.
   Pass 1 runs the LM head at the masked positions of SM samples only, keeps no autograd state, and
-  runs LoRA/DoRA layers with their adapter folded into the weight (`merged_forward`): the base
+  runs LoRA/DoRA layers with their adapter folded into the weight (`folding`): the base
   model's cost, equal to PEFT's forward up to float rounding.
 """
 
@@ -32,7 +32,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .merged_forward import folded_adapters
+from .folding import folded_adapters
 from .noise import apply_mask
 from ..model.soft_masking import SoftMaskFeedback, feedback_from_logits
 
