@@ -5,12 +5,15 @@ over the whole vocabulary, `torch.multinomial`. Its sort is stable here, so that
 by id as `sampling.py` ranks them (torch's default sort leaves the order of ties unspecified).
 """
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from sm_dream import SoftMaskDreamForDiffusionLM
 from sm_dream.model import sampling, unmasking
-from sm_dream.model.sampling import MAX_CANDIDATES, draw, truncated_candidates
+from sm_dream.model.generation_utils import SoftMaskDreamGenerationConfig
+from sm_dream.model.sampling import MAX_CANDIDATES, SAMPLING_DRAWS, draw, truncated_candidates
 from sm_dream.model.unmasking import _model_p, get_unmasking_algorithm, sample_tokens, step_rows
 from sm_dream.tiny import DREAM_MASK_ID, DREAM_VOCAB_SIZE, small_vocab_config
 
@@ -184,11 +187,9 @@ def test_decoding_gives_the_sort_based_tokens(mode, alg, soft_masking, monkeypat
 def test_step_rows_confidences_equal_the_dense_distribution():
     """Built-in confidences read the candidates; they equal those of the (n, V) distribution."""
     rows = _rows(12, 4000, 2.0, 12)
-    from types import SimpleNamespace
-
     for top_p, top_k in ((0.9, None), (0.5, 2), (None, 5)):
         config = SimpleNamespace(mask_token_id=3999, tokenizer_vocab_size=3990, temperature=0.7, top_p=top_p,
-                                 top_k=top_k)
+                                 top_k=top_k, sampling_draws="multinomial")
         allowed = rows.clone()
         allowed[:, 3990:], allowed[:, 3999] = -INF, -INF
         for algorithm in ("entropy", "maskgit_plus", "topk_margin", "origin"):
@@ -198,3 +199,38 @@ def test_step_rows_confidences_equal_the_dense_distribution():
             got = step_rows(rows, algorithm, config, generator=g_new)
             assert torch.equal(got.tokens, x0)
             torch.testing.assert_close(got.confidence, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("top_p", [0.95, None])  # candidates, and whole rows
+def test_inverse_cdf_draws_follow_the_distribution(top_p):
+    """One uniform per row: token frequencies over 40,000 rows match the kept distribution (4 sigma), the
+    draws are reproducible with a generator, and only kept tokens are drawn."""
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.04, 0.01])).repeat(40000, 1)
+    candidates = truncated_candidates(logits, 1.0, top_p)
+    probs = candidates.dense()[0]
+    tokens = candidates.vocabulary_ids(draw(candidates, 1.0, torch.Generator().manual_seed(0), "inverse_cdf"))
+    again = candidates.vocabulary_ids(draw(candidates, 1.0, torch.Generator().manual_seed(0), "inverse_cdf"))
+    assert torch.equal(tokens, again)
+    frequency = torch.bincount(tokens, minlength=5).double() / tokens.numel()
+    sigma = (probs.double() * (1 - probs.double()) / tokens.numel()).sqrt()
+    assert ((frequency - probs.double()).abs() <= 4 * sigma + 1e-12).all(), (frequency, probs)
+    assert (frequency[probs == 0] == 0).all()
+
+
+def test_sampling_draws_is_validated_and_reaches_the_sampler(monkeypatch):
+    choices = r"\['multinomial', 'inverse_cdf'\]"
+    with pytest.raises(ValueError, match=r"sampling_draws='fast' is invalid: choose one of " + choices):
+        SoftMaskDreamGenerationConfig(sampling_draws="fast").validate()
+    assert list(SAMPLING_DRAWS) == ["multinomial", "inverse_cdf"]
+    seen = []
+    real_draw = unmasking.draw
+    monkeypatch.setattr(unmasking, "draw", lambda *args: seen.append(args[3]) or real_draw(*args))
+    model = SoftMaskDreamForDiffusionLM(small_vocab_config(initializer_range=0.2)).eval()
+    ids = torch.randint(1, 100, (1, 4))
+    kwargs = dict(max_new_tokens=8, steps=4, alg="entropy", temperature=0.5, top_p=0.9)
+    default = model.diffusion_generate(ids, generator=torch.Generator().manual_seed(1), **kwargs)
+    assert seen and set(seen) == {"multinomial"}
+    seen.clear()
+    other = model.diffusion_generate(ids, generator=torch.Generator().manual_seed(1), sampling_draws="inverse_cdf",
+                                     **kwargs)
+    assert seen and set(seen) == {"inverse_cdf"} and other.shape == default.shape

@@ -26,7 +26,7 @@ ALGORITHMS = ["origin", "maskgit_plus", "topk_margin", "entropy"]
 
 def _config(temperature=0.0, top_p=None, top_k=None, limit=MASK + 1, mask=MASK):
     return SimpleNamespace(mask_token_id=mask, tokenizer_vocab_size=limit, temperature=temperature, top_p=top_p,
-                           top_k=top_k)
+                           top_k=top_k, sampling_draws="multinomial")
 
 
 def _decisive_rows():

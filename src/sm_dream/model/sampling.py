@@ -7,7 +7,7 @@ Dream's `sample_tokens` sorts every masked row (|V| = 152,064) to apply top-p, b
 *candidates*, the tokens the filters keep, found without a sort:
 
     candidates = truncated_candidates(logits, temperature, top_p, top_k)   ids (n, K) and probs (n, K)
-    x0         = draw(candidates, generator)                               (n,) token ids
+    x0         = draw(candidates, temperature, generator)                  (n,) candidate columns
 
 The result is Dream's, exactly:
 - the same kept set: tokens sorted by logit (ties: lower id first) are dropped once the mass ranked
@@ -17,7 +17,9 @@ The result is Dream's, exactly:
   their masses round across top_p;
 - the same draws from the same generator: `torch.multinomial(probs, 1)` draws x0 = argmax_v p_v / q_v
   with q ~ Exp(1), one per vocabulary entry, in row-major order. `draw` consumes the generator the same
-  way and evaluates p / q at the candidates only (elsewhere p = 0).
+  way and evaluates p / q at the candidates only (elsewhere p = 0). Those |V| random numbers per row
+  remain the sampler's floor on CPU; `sampling_draws="inverse_cdf"` draws one uniform per row instead
+  (the same distribution, another random stream).
 
 Candidates come from a partial top-k of `FIRST_K` entries per row; rows whose nucleus is larger (flat
 rows, e.g. a random model at low temperature) or whose cut falls inside a run of tied logits are
@@ -85,11 +87,30 @@ def truncated_candidates(
     return Candidates(ids, values.softmax(-1), vocab)
 
 
-def draw(candidates: Candidates, temperature: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Candidate columns (n,): with temperature > 0 what `torch.multinomial(dense probs, 1)` draws from
-    the same generator, else the most likely candidate (the lowest id on ties, as `argmax`)."""
+SAMPLING_DRAWS = {  # generation config `sampling_draws`: how a token is drawn from a row's candidates
+    "multinomial": "torch.multinomial's draw, one Exp(1) per vocabulary entry: Dream's tokens for a seed",
+    "inverse_cdf": "one uniform per row against the candidates' cumulative mass: same distribution, cheaper",
+}
+
+
+def draw(candidates: Candidates, temperature: float, generator: Optional[torch.Generator] = None,
+         method: str = "multinomial") -> torch.Tensor:
+    """Candidate columns (n,): with temperature > 0 a draw from each row's candidates, else the most
+    likely candidate (the lowest id on ties, as `argmax`).
+
+    method "multinomial": what `torch.multinomial(dense probs, 1)` draws from the same generator.
+    "inverse_cdf": the first candidate whose cumulative probability exceeds u ~ U[0, 1), one float64
+    uniform per row: no per-vocabulary-entry random numbers (on CPU those cost as much as a row's LM
+    head at Dream's vocabulary), but another random stream than Dream's sampler.
+    """
+    if method not in SAMPLING_DRAWS:
+        raise ValueError(f"sampling_draws={method!r} is unknown; choose one of {list(SAMPLING_DRAWS)}.")
     probs = candidates.probs
     n = probs.shape[0]
+    if temperature > 0 and n > 0 and method == "inverse_cdf":
+        cumulative = probs.double().cumsum(-1)  # (n, K)
+        u = torch.rand(n, 1, dtype=torch.float64, generator=generator, device=probs.device)
+        return (cumulative <= u * cumulative[:, -1:]).sum(-1).clamp_max(probs.shape[-1] - 1)
     if temperature <= 0 or n == 0:
         scores = probs
     else:  # multinomial's draw: argmax_v p_v / q_v, q ~ Exp(1) over the whole (n, V) matrix
@@ -104,7 +125,7 @@ def nucleus(z: torch.Tensor, top_p: float):
     """Dream's top-p kept set of each row of `z` (n, V) float32: (ids (n, K), their logits (n, K)), with
     padding (id 0, logit -inf); or (None, (n, V) logits with -inf outside the set) when a set is large."""
     values, ids = _sorted_top(z, min(FIRST_K, z.shape[-1]))  # (n, k), logit desc, id asc on ties
-    total = (z - values[:, :1]).exp_().double().sum(-1)  # (n,) sum of exp(z - max), in float64
+    total = _weights(z, values[:, :1]).double().sum(-1)  # (n,) sum of exp(z - max), in float64
     weights = (values - values[:, :1]).double().exp()  # (n, k)
     keep = weights.cumsum(-1) - weights <= top_p * total.unsqueeze(-1)  # mass ranked before <= top_p
     cut = keep.sum(-1, keepdim=True)  # (n, 1) kept among the first k: a prefix
@@ -137,7 +158,7 @@ def _kept_by_histogram(z: torch.Tensor, total: torch.Tensor, top_p: float) -> to
     top = z.amax(-1, keepdim=True)  # (r, 1)
     bins = ((top - z) * (_BINS / _SPAN)).clamp_(0, _BINS - 1).long()  # (r, V); -inf -> last bin
     mass = torch.zeros(z.shape[0], _BINS, dtype=torch.float64, device=z.device)
-    cumulative = mass.scatter_add_(-1, bins, (z - top).exp_().double()).cumsum(-1)  # (r, B)
+    cumulative = mass.scatter_add_(-1, bins, _weights(z, top).double()).cumsum(-1)  # (r, B)
     limit = top_p * total.unsqueeze(-1)  # (r, 1)
     crossing = (cumulative <= limit).sum(-1, keepdim=True).clamp_max(_BINS - 1)  # (r, 1) first bin past it
     below = torch.where(crossing > 0, cumulative.gather(-1, (crossing - 1).clamp_min(0)), 0.0)  # (r, 1)
@@ -150,6 +171,13 @@ def _kept_by_histogram(z: torch.Tensor, total: torch.Tensor, top_p: float) -> to
     rows = torch.arange(z.shape[0], device=z.device).unsqueeze(-1).expand_as(edge_ids)
     kept[rows[edge_keep], edge_ids[edge_keep]] = True
     return kept
+
+
+def _weights(z: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+    """exp(z - top) per entry, floored at exp(-80): exponentials that land in float32's subnormal range
+    (z - top in [-103, -87]) run ~40x slower on CPU, and mass below exp(-80) per token cannot move a
+    cut (|V| exp(-80) < 1e-29 of a row's mass)."""
+    return (z - top).clamp_min_(-80.0).exp_()
 
 
 def _padded_nonzero(mask: torch.Tensor, z: torch.Tensor):

@@ -257,7 +257,7 @@ def _sampled_chunk(f, p, algorithm: str, config, generator, model_confidence: bo
     (columns for ids, the dense zeros add nothing), a registered one gets the dense (n, V) rows."""
     temperature = config.temperature or 0.0
     candidates = truncated_candidates(f, temperature, config.top_p, config.top_k)
-    columns = draw(candidates, temperature, generator)
+    columns = draw(candidates, temperature, generator, config.sampling_draws)
     x0 = candidates.vocabulary_ids(columns)
     if model_confidence:
         return x0, _model_p(f, p, x0)
