@@ -48,6 +48,7 @@ def main() -> None:
     rows = torch.randn(args.rows, args.vocab) * 4
     positions = torch.ones(1, args.rows, dtype=torch.bool)
     config = SimpleNamespace(mask_token_id=args.tokenizer_vocab - 1, tokenizer_vocab_size=args.tokenizer_vocab,
+                             sampling_draws="multinomial",
                              temperature=args.temperature, top_p=None, top_k=None)
     print(f"{args.rows} rows x {args.vocab} vocab, float32, temperature {args.temperature}, k = {args.k}, "
           f"{torch.get_num_threads()} thread(s); median of {args.rounds} interleaved rounds (CPU time)")

@@ -62,6 +62,7 @@ def test_registered_next_to_lm_evals_own_models():
     ("pretrained={tiny},temperature=warm", "temperature='warm' must be a finite number"),
     ("pretrained={tiny},steps=2.5", "steps=2.5 must be an integer"),
     ("pretrained={tiny},soft_masking=maybe", "soft_masking='maybe'"),
+    ("pretrained={tiny},sampling_draws=fast", r"sampling_draws='fast' is invalid: choose one of"),
     ("pretrained={empty}", "has no {empty}/config.json"),
     ("nfe_budget=0.5", "pretrained is required"),
 ])
@@ -90,6 +91,11 @@ def test_soft_masking_follows_the_checkpoint_unless_given(tiny_dir, tmp_path):
     assert lm.get_model_info()["sm_dream"]["soft_masking"]["enabled"] is False
     assert SMDreamLM(pretrained=tiny_dir, device="cpu",
                      soft_masking=False).settings.generate_kwargs(8)["soft_masking"] is False
+
+
+def test_sampling_draws_passes_through(tiny_dir):
+    lm = SMDreamLM(pretrained=tiny_dir, device="cpu", sampling_draws="inverse_cdf")
+    assert lm.settings.generate_kwargs(8)["sampling_draws"] == "inverse_cdf"
 
 
 def test_cuda_request_falls_back_to_cpu(lm):

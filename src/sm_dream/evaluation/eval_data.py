@@ -86,7 +86,16 @@ def load_task_data(task_data: str, **metadata):
         where = f"{entry.file_key}={path!r}"
     else:
         hub_path, config, split_name = entry.hub
-        split = datasets.load_dataset(hub_path, config, split=split_name)
+        try:
+            split = datasets.load_dataset(hub_path, config, split=split_name)
+        except OSError as err:  # offline, unreachable, or not found (datasets raises OSError subclasses)
+            # SystemExit: the `lm_eval` command prints this one line instead of a 40-line traceback.
+            raise SystemExit(
+                f"sm_dream: the {name} test split ({hub_path!r} on the Hugging Face Hub) could not be loaded "
+                f"({type(err).__name__}: {err}); give a local copy with "
+                f"--metadata '{{\"{entry.file_key}\": \"PATH\"}}' (.jsonl, .json or .parquet with the columns "
+                f"{', '.join(entry.columns)})."
+            ) from err
         where = f"the Hub dataset {hub_path!r}"
     missing = [c for c in entry.columns if c not in split.column_names]
     if missing:

@@ -31,7 +31,7 @@ from ..model.generation_utils import SoftMaskDreamGenerationConfig, resolve_step
 # `stop_when_finished`, and the fast-decoding options (block length, KV caches, confidence threshold,
 # ReMDM remasking). Extend this tuple when the generation API gains an option; any other model
 # argument is refused.
-PASS_THROUGH_GENERATION_ARGS = ("eps", "stop_when_finished", *FAST_DECODING_DEFAULTS)
+PASS_THROUGH_GENERATION_ARGS = ("eps", "stop_when_finished", "sampling_draws", *FAST_DECODING_DEFAULTS)
 # Request gen_kwargs that are not generation settings but are used by the lm-eval model itself.
 REQUEST_KEYS = ("until", "max_gen_toks", "max_new_tokens")
 NUMBERS = ("nfe_budget", "alg_temp", "temperature", "top_p", "sm_threshold")

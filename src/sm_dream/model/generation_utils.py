@@ -39,6 +39,7 @@ from .configuration_sm_dream import SM_SCHEDULES, is_integer
 from .decoding_trace import SoftMaskTraceStep, render_decoding  # noqa: F401 (re-exported)
 from .denoising import denoise
 from .remasking import REMASKING_SCHEDULES, get_remasking_schedule
+from .sampling import SAMPLING_DRAWS
 from .unmasking import UNMASKING_ALGORITHMS
 
 # Dream's own defaults, set explicitly: transformers 4.x's GenerationConfig defaults top_k=50, top_p=1.0.
@@ -71,6 +72,10 @@ class SoftMaskDreamGenerationConfig(GenerationConfig):
             threshold t'; None = the model config's.
         tokenizer_vocab_size (`int`, None): ids >= this are never sampled; None = mask_token_id + 1
             (Dream's tokenizers end with the mask token).
+        sampling_draws (`str`, "multinomial"): how a sampled token is drawn from the kept candidates
+            (temperature > 0): "multinomial" = `torch.multinomial`'s draw over the vocabulary, the tokens
+            of Dream's sampler for a seed; "inverse_cdf" = one uniform per row, the same distribution
+            without |V| random numbers per row and step (cheaper on CPU; another random stream).
         stop_when_finished (`bool`, False): stop once no row has a [MASK] before its first eos; the
             text up to the first eos is then exactly that of the full run, later positions are eos.
         progress_bar (`bool`, False): a tqdm bar over the steps (transformers' tqdm, so
@@ -102,6 +107,7 @@ class SoftMaskDreamGenerationConfig(GenerationConfig):
         self.sm_schedule = kwargs.pop("sm_schedule", None)
         self.sm_threshold = kwargs.pop("sm_threshold", None)
         self.tokenizer_vocab_size = kwargs.pop("tokenizer_vocab_size", None)
+        self.sampling_draws = kwargs.pop("sampling_draws", "multinomial")
         self.stop_when_finished = kwargs.pop("stop_when_finished", False)
         self.progress_bar = kwargs.pop("progress_bar", False)
         for key, value in FAST_DECODING_DEFAULTS.items():
@@ -143,6 +149,7 @@ class SoftMaskDreamGenerationConfig(GenerationConfig):
             ("top_p", self.top_p is None or (_real(self.top_p) and 0.0 < self.top_p <= 1.0),
              "it must lie in (0, 1] or be None"),
             ("top_k", _count(self.top_k), "it must be an integer >= 1 or None"),
+            ("sampling_draws", _name_in(self.sampling_draws, SAMPLING_DRAWS), f"choose one of {list(SAMPLING_DRAWS)}"),
             ("nfe_budget", self.nfe_budget is None or (_real(self.nfe_budget) and self.nfe_budget > 0),
              "it must be a finite number > 0, e.g. 0.25, 0.5 or 1"),
             ("sm_schedule", self.sm_schedule is None or _name_in(self.sm_schedule, SM_SCHEDULES),

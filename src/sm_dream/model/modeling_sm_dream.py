@@ -34,6 +34,7 @@ from .cache import make_kv_cache  # noqa: F401, E402
 from .decoding_trace import trace_step  # noqa: F401, E402
 from .denoising import denoise  # noqa: F401, E402
 from .remasking import get_remasking_schedule  # noqa: F401, E402
+from .sampling import truncated_candidates  # noqa: F401, E402
 from .unmasking import get_unmasking_algorithm  # noqa: F401, E402
 
 logger = logging.get_logger(__name__)

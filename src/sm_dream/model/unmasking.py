@@ -29,6 +29,7 @@ from typing import Callable, Dict, NamedTuple, Optional
 
 import torch
 
+from .sampling import draw, truncated_candidates
 from .soft_masking import (  # rows_per_chunk is re-exported: decoding loops import it from here
     RowBuffers,
     SoftMaskFeedback,
@@ -56,25 +57,6 @@ def suppress_tokens(logits: torch.Tensor, mask_token_id: int, vocab_limit: int) 
     return out
 
 
-def filter_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Nucleus filter: keep the most likely tokens until their mass reaches `top_p` (at least one).
-
-    A token is dropped when the probability mass of the tokens ranked before it already exceeds
-    `top_p`; dropped logits become -inf.
-    """
-    sorted_logits, order = logits.sort(dim=-1, descending=True)  # (n, V)
-    probs = sorted_logits.softmax(dim=-1)
-    mass_before = probs.cumsum(dim=-1) - probs  # (n, V), exclusive cumulative mass
-    drop = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order, mass_before > top_p)
-    return logits.masked_fill(drop, float("-inf"))
-
-
-def filter_top_k(logits: torch.Tensor, top_k: int) -> torch.Tensor:
-    """Keep the `top_k` largest logits per row (ties at the k-th value are kept); others -inf."""
-    kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (n, 1)
-    return logits.masked_fill(logits < kth, float("-inf"))
-
-
 def sample_tokens(
     logits: torch.Tensor,
     temperature: float = 0.0,
@@ -85,23 +67,14 @@ def sample_tokens(
     """Dream's `sample_tokens` on float32 rows: candidate tokens and the distribution they came from.
 
     logits / temperature (if > 0) -> top-p filter (if < 1) -> top-k filter (if set) -> probs =
-    softmax. With temperature > 0, x0 ~ Categorical(probs); else x0 = argmax (first on ties).
-    Returns x0 (n,) long and probs (n, V) float32: the tempered, truncated distribution that
-    Dream's confidences are computed from.
+    softmax. With temperature > 0, x0 ~ Categorical(probs), drawn as `torch.multinomial` draws; else
+    x0 = argmax (first on ties). Returns x0 (n,) long and probs (n, V) float32: the tempered, truncated
+    distribution that Dream's confidences are computed from. The filters sort nothing
+    (`sampling.py`); a decoding step keeps the distribution as its candidates (`step_rows`).
     """
-    logits = logits.float()
-    if temperature > 0:
-        logits = logits / temperature
-    if top_p is not None and top_p < 1.0:
-        logits = filter_top_p(logits, top_p)
-    if top_k is not None:
-        logits = filter_top_k(logits, top_k)
-    probs = logits.softmax(dim=-1)  # (n, V)
-    if temperature > 0 and probs.shape[0] > 0:
-        x0 = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (n,)
-    else:
-        x0 = probs.argmax(dim=-1)
-    return x0, probs
+    temperature = temperature or 0.0
+    candidates = truncated_candidates(logits.float(), temperature, top_p, top_k)
+    return candidates.vocabulary_ids(draw(candidates, temperature, generator)), candidates.dense()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -252,7 +225,7 @@ def step_rows(
         got = None if positions is None else int(positions.sum())
         raise ValueError(f"sm_k={sm_k} needs the (b, l) positions of the {raw_rows.shape[0]} rows; "
                          f"got {got} positions.")
-    alg = get_unmasking_algorithm(algorithm)
+    get_unmasking_algorithm(algorithm)  # unknown names fail here, before any work
     fast = _fast(algorithm, config, model_confidence)
     suppressed = (config.mask_token_id, config.tokenizer_vocab_size)
     chunk_size = chunk_size or rows_per_chunk(raw_rows)
@@ -267,8 +240,7 @@ def step_rows(
         else:
             part = feedback_parts(*raw_softmax(f, z, p), sm_k) if sm_k is not None else None
             _suppress_(f, *suppressed)
-            x0, probs = sample_tokens(f, config.temperature or 0.0, config.top_p, config.top_k, generator)
-            conf = alg.confidence(probs, x0, generator) if not model_confidence else _model_p(f, p, x0)
+            x0, conf = _sampled_chunk(f, p, algorithm, config, generator, model_confidence)
         parts += [part] if part is not None else []
         tokens.append(x0)
         confidences.append(conf)
@@ -277,6 +249,22 @@ def step_rows(
         device = raw_rows.device
         return StepRows(torch.zeros(0, dtype=torch.long, device=device), torch.zeros(0, device=device), feedback)
     return StepRows(torch.cat(tokens), torch.cat(confidences).float(), feedback)
+
+
+def _sampled_chunk(f, p, algorithm: str, config, generator, model_confidence: bool):
+    """Candidates x0 and confidences of the allowed rows `f` as `sample_tokens` -> `confidence` give
+    them, from the truncated distribution's candidates: a built-in confidence reads them alone
+    (columns for ids, the dense zeros add nothing), a registered one gets the dense (n, V) rows."""
+    temperature = config.temperature or 0.0
+    candidates = truncated_candidates(f, temperature, config.top_p, config.top_k)
+    columns = draw(candidates, temperature, generator, config.sampling_draws)
+    x0 = candidates.vocabulary_ids(columns)
+    if model_confidence:
+        return x0, _model_p(f, p, x0)
+    alg = get_unmasking_algorithm(algorithm)
+    if alg is _BUILTIN.get(algorithm):
+        return x0, alg.confidence(candidates.probs, columns, generator)
+    return x0, alg.confidence(candidates.dense(), x0, generator)
 
 
 def _fast(algorithm: str, config, model_confidence: bool) -> bool:
