@@ -23,6 +23,7 @@ from transformers import HfArgumentParser, TrainingArguments
 from transformers.hf_argparser import string_to_bool
 
 from .adapters import DEFAULT_LORA_TARGETS, SM_LEARNING_RATE
+from .data import is_local_data_file
 from .mixture import DataSource
 from .recipe_help import print_help
 
@@ -189,8 +190,7 @@ def _resolve(value, folder: Path, must: bool):
     if not isinstance(value, str) or os.path.isabs(value) or value.startswith(("{", "[")):
         return value
     candidate = folder / value
-    local_file = value.endswith((".json", ".jsonl", ".parquet"))  # never a hub name
-    return str(candidate) if must or local_file or candidate.exists() else value
+    return str(candidate) if must or is_local_data_file(value) or candidate.exists() else value
 
 
 def resolve_recipe_paths(values: dict, folder: Path) -> dict:

@@ -22,6 +22,7 @@ tokenized as the control tokens themselves and teach the model to end a turn or 
 an answer, so such records are dropped and counted (`special_token_in_content`), not escaped.
 """
 
+import codecs
 import json
 import logging
 import random
@@ -42,7 +43,7 @@ MALFORMED_REASONS = (
     "undecodable_line", "blank_line", "invalid_json", "record_not_an_object", "missing_messages", "not_a_list",
     "no_messages", "message_not_a_dict", "missing_role", "unknown_role", "missing_content", "non_text_content",
     "empty_content", "no_assistant_message", "no_user_message",
-    "template_error",
+    "template_error", "lone_surrogate", "too_deeply_nested", "number_too_large",
 )
 
 
@@ -70,10 +71,34 @@ def _normalise_message(message) -> Dict[str, object]:
         raise MalformedRecord("non_text_content")
     if tool_calls is None and not content.strip():
         raise MalformedRecord("empty_content")
+    if content is not None and not _encodable(content):
+        raise MalformedRecord("lone_surrogate")
     out = {"role": ROLE_ALIASES.get(role.lower(), role.lower()), "content": content or ""}
     if tool_calls is not None:
         out["tool_calls"] = tool_calls
     return out
+
+
+def _encodable(text: str) -> bool:
+    """False for text holding a lone surrogate (e.g. JSON "\\ud800"): no tokenizer or Arrow column takes it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _parse_json(text: str):
+    """json.loads with every failure a `MalformedRecord`: broken JSON, nesting deeper than Python's
+    recursion limit, an integer longer than Python's int-string limit (4300 digits)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise MalformedRecord("invalid_json") from None
+    except RecursionError:
+        raise MalformedRecord("too_deeply_nested") from None
+    except ValueError:  # "Exceeds the limit (4300 digits) for integer string conversion"
+        raise MalformedRecord("number_too_large") from None
 
 
 def split_conversation(messages) -> Tuple[List[dict], dict]:
@@ -84,9 +109,11 @@ def split_conversation(messages) -> Tuple[List[dict], dict]:
     """
     if isinstance(messages, str):
         try:
-            messages = json.loads(messages)
-        except json.JSONDecodeError:  # broken JSON of a list, or plain text where the list should be
-            raise MalformedRecord("invalid_json" if messages.lstrip().startswith("[") else "not_a_list") from None
+            messages = _parse_json(messages)
+        except MalformedRecord as bad:  # broken JSON of a list, or plain text where the list should be
+            if bad.reason == "invalid_json" and not messages.lstrip().startswith("["):
+                raise MalformedRecord("not_a_list") from None
+            raise
     if not isinstance(messages, list):
         raise MalformedRecord("not_a_list")
     if not messages:
@@ -160,6 +187,8 @@ class ChatPreprocessor:
             prompt, answer, content = self.render(context, response)
         except MalformedRecord as bad:
             return bad.reason, None
+        except RecursionError:  # e.g. tool_calls nested beyond the recursion limit (Hub or parquet rows)
+            return "too_deeply_nested", None
         if has_tool_call(context, response, (prompt, answer)):
             return "tool_call", None
         if any(token in m["content"] for m in context + [response] for token in self._special):
@@ -255,6 +284,13 @@ class DiffusionDataCollator:
 # Local chat files: JSON/JSONL read leniently (bad lines are counted records), parquet.
 
 JSON_SUFFIXES = (".json", ".jsonl")
+LOCAL_DATA_SUFFIXES = JSON_SUFFIXES + (".parquet",)
+
+
+def is_local_data_file(value) -> bool:
+    """Whether a data path/name means a local chat file (never a Hub dataset): the one rule used by
+    recipe path resolution, validation and loading."""
+    return isinstance(value, str) and value.endswith(LOCAL_DATA_SUFFIXES)
 
 
 def _as_list(files) -> List[str]:
@@ -262,12 +298,15 @@ def _as_list(files) -> List[str]:
 
 
 def _raw_items(data: bytes, path: str):
-    """The file's records before JSON parsing: a JSON document's list, else its lines (bytes or str)."""
+    """The file's records before JSON parsing: a JSON document's list, else its lines (bytes or str).
+    A UTF-8 byte-order mark at the start of the file is dropped (it would spoil the first record)."""
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
     if not path.endswith(".jsonl"):
         try:
             loaded = json.loads(data.decode("utf-8"))
             return loaded if isinstance(loaded, list) else [loaded]
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             pass  # a .json file holding JSON lines, or a damaged one: read it line by line
     return data.splitlines()
 
@@ -302,15 +341,23 @@ def _record_status(item, column: str) -> dict:
         if not item.strip():
             return {"messages_json": None, "load_error": "blank_line"}
         try:
-            item = json.loads(item)
-        except json.JSONDecodeError:
-            return {"messages_json": None, "load_error": "invalid_json"}
+            item = _parse_json(item)
+        except MalformedRecord as bad:
+            return {"messages_json": None, "load_error": bad.reason}
     if not isinstance(item, dict):
         return {"messages_json": None, "load_error": "record_not_an_object"}
     if column not in item:
         return {"messages_json": None, "load_error": "missing_messages"}
     value = item[column]
-    return {"messages_json": value if isinstance(value, str) else json.dumps(value), "load_error": None}
+    try:
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    except RecursionError:
+        return {"messages_json": None, "load_error": "too_deeply_nested"}
+    except ValueError:
+        return {"messages_json": None, "load_error": "number_too_large"}
+    if not _encodable(text):  # an Arrow column cannot hold it
+        return {"messages_json": None, "load_error": "lone_surrogate"}
+    return {"messages_json": text, "load_error": None}
 
 
 def _json_records(paths: List[str], column: str, stamps: List[float]):
@@ -340,17 +387,22 @@ def load_local_chat_files(files, messages_column: str = "messages"):
 
 
 def check_local_files(files) -> List[str]:
-    """The paths of `files` (one or a list); ValueError naming the first missing, empty or
-    wrongly-suffixed file. Cheap: run it before anything loads."""
+    """The paths of `files` (one or a list); ValueError naming the first missing, empty, non-regular
+    or wrongly-suffixed file. Cheap: run it before anything loads."""
     import os
 
     paths = _as_list(files)
     for path in paths:
-        if not path.endswith(JSON_SUFFIXES + (".parquet",)):
+        if not is_local_data_file(path):
             raise ValueError(f"data file {path} must be a .json, .jsonl or .parquet file.")
-        if not os.path.isfile(path):
+        if os.path.isdir(path):
+            raise ValueError(f"data file {path} is a directory; give the data files inside it.")
+        if not os.path.exists(path):
             raise ValueError(f"data file {path} does not exist (relative paths in a recipe YAML are "
                              "resolved against the YAML's folder).")
+        if not os.path.isfile(path):
+            raise ValueError(f"data file {path} is not a regular file (a FIFO, socket or device cannot be "
+                             "read twice, and training reads its data more than once).")
         if os.path.getsize(path) == 0:
             raise ValueError(f"data file {path} is empty: it holds no records.")
     return paths

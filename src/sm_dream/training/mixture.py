@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from .data import JSON_SUFFIXES, ChatPreprocessor, _as_list, load_local_chat_files, preprocess
+from .data import ChatPreprocessor, _as_list, is_local_data_file, load_local_chat_files, preprocess
 
 
 @dataclass
@@ -45,13 +45,18 @@ class DataSource:
             raise ValueError(f"dataset entry {value!r} needs `path` or `data_files`.")
         return source
 
+    def local_files(self) -> Optional[List[str]]:
+        """The local training files (`data_files`, or `path` naming a local file); None for a Hub dataset."""
+        if self.data_files:
+            return _as_list(self.data_files)
+        return [self.path] if is_local_data_file(self.path) else None
+
 
 def load_source(source: DataSource):
     """(train, validation or None, messages column) for one source."""
     from datasets import load_dataset
 
-    local = source.data_files or (source.path if source.path and source.path.endswith(JSON_SUFFIXES + (".parquet",))
-                                  else None)
+    local = source.local_files()
     if local is not None:
         train, column = load_local_chat_files(local, source.messages_column)
         valid = (load_local_chat_files(source.eval_data_files, source.messages_column)[0] if source.eval_data_files

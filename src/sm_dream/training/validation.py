@@ -20,7 +20,6 @@ from ..model.modeling_sm_dream import SoftMaskDreamForDiffusionLM
 from ..tiny import tiny_config
 from .adapters import check_finetuning_mode
 from .data import check_local_files
-from .mixture import JSON_SUFFIXES
 
 EXTRA_CONFIG_KEYS = {"attn_implementation", "dtype", "torch_dtype"}
 
@@ -78,11 +77,9 @@ def check_target_modules(config: SoftMaskDreamConfig, targets: List[str]) -> Non
 def check_sources(data_args) -> None:
     """Mixture entries parse (unknown keys listed) and every local data file exists and is non-empty."""
     for source in data_args.sources():
-        for files in (source.data_files, source.eval_data_files):
+        for files in (source.local_files(), source.eval_data_files):
             if files:
                 check_local_files(files)
-        if source.data_files is None and source.path and source.path.endswith(JSON_SUFFIXES + (".parquet",)):
-            check_local_files(source.path)
 
 
 def validate_run(data_args, training_args, model_args) -> SoftMaskDreamConfig:
