@@ -2,15 +2,21 @@
 """How a finished run becomes a standalone model: adapters merged into the weights, the SM module with
 its trained values, the model code carried along (`auto_map`) and a model card (`model_card.py`), so
 that `AutoModel.from_pretrained(path, trust_remote_code=True)` loads it without sm_dream installed.
-An export never replaces a different model in its folder unless asked to (`overwrite=True`)."""
+An export never replaces a different model in its folder unless asked to (`overwrite=True`).
+
+An export is atomic: it is written into `<export_dir>.partial-export` and moved into place when
+complete, the model card last, so the card marks a finished export and a killed one leaves either
+the previous export or nothing (finetune redoes it from the finished training on rerun)."""
 
 import json
 import os
+import shutil
 from typing import Optional
 
 from .model_card import CARD, export_source, model_card
 
 BASE_SUBDIR = "base_model"  # where a tiny run keeps its random base weights, for merging later
+PARTIAL = ".partial-export"  # suffix of the folder an export is written into before it is moved into place
 
 
 def check_export_target(output_dir: str, source: str, overwrite: bool = False, flag: str = "--overwrite") -> None:
@@ -43,16 +49,49 @@ def export_standalone(model_or_path, output_dir: str, tokenizer=None, base_model
         model, base = model_or_path, base_model_path
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    model.save_pretrained(output_dir)
+    final = os.path.normpath(output_dir)
+    partial = final + PARTIAL
+    if os.path.exists(partial):  # left by an interrupted export
+        shutil.rmtree(partial)
+    model.save_pretrained(partial)
     tokenizer = tokenizer if tokenizer is not None or not from_path else _run_tokenizer(model_or_path)
     if tokenizer is not None:
-        tokenizer.save_pretrained(output_dir)
+        tokenizer.save_pretrained(partial)
     if from_path:
         card = model_card(model_or_path, base or model.config.name_or_path, model.config,
-                          model.soft_mask.mapped(), output_dir)
-        with open(os.path.join(output_dir, CARD), "w") as f:
+                          model.soft_mask.mapped(), final)
+        with open(os.path.join(partial, CARD), "w") as f:
             f.write(card)
+    _move_into_place(partial, final)
     return output_dir
+
+
+def _move_into_place(partial: str, final: str) -> None:
+    """`partial` becomes `final`. A missing, empty or earlier-export `final` is swapped whole (rename);
+    any other folder (replaced with overwrite=True) keeps its other files and gets the export's files
+    moved in one by one, its old card removed first and the new card moved last."""
+    from .model_card import export_source
+
+    old = final + ".old-export"
+    if os.path.exists(old):
+        shutil.rmtree(old)
+    if not os.path.exists(final):
+        os.rename(partial, final)
+        return
+    if not os.listdir(final) or export_source(final) is not None:
+        os.rename(final, old)
+        os.rename(partial, final)
+        shutil.rmtree(old)
+        return
+    if os.path.exists(os.path.join(final, CARD)):
+        os.remove(os.path.join(final, CARD))
+    names = sorted(os.listdir(partial), key=lambda name: name == CARD)
+    for name in names:
+        target = os.path.join(final, name)
+        if os.path.isdir(target) and not os.path.islink(target):
+            shutil.rmtree(target)
+        os.replace(os.path.join(partial, name), target)
+    os.rmdir(partial)
 
 
 def _run_tokenizer(path: str):

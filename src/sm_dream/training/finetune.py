@@ -16,6 +16,7 @@ a merged standalone model with a model card that loads with `AutoModel.from_pret
 trust_remote_code=True)`.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -32,7 +33,7 @@ from .data import ChatPreprocessor, DiffusionDataCollator
 from .export import BASE_SUBDIR, check_export_target, export_standalone
 from .mixture import build_datasets
 from .model_card import export_source
-from .run_folder import plan_run, prepare_output_dir, resolved_config
+from .run_folder import FINGERPRINTS, RunLock, data_fingerprints, plan_run, prepare_output_dir, resolved_config
 from .trainer import SoftMaskTrainer
 from .validation import validate_run
 
@@ -114,10 +115,12 @@ def _export(training_args: SMTrainingArguments, base_path, tokenizer=None) -> No
     logger.info("standalone model written to %s", training_args.export_dir)
 
 
-def check_before_loading(data_args, training_args, model_args, recipe=None):
-    """(model config, output-folder plan, resolved config): every check that needs no weights or data."""
-    config = validate_run(data_args, training_args, model_args)
-    run_config = {**resolved_config(data_args, training_args, model_args), "recipe": recipe}
+def check_before_loading(data_args, training_args, model_args, recipe=None, config=None):
+    """(model config, output-folder plan, resolved config): every check that needs no weights or data.
+    Run it holding the folder's `RunLock` (the plan reads the folder)."""
+    config = config or validate_run(data_args, training_args, model_args)
+    run_config = {**resolved_config(data_args, training_args, model_args), "recipe": recipe,
+                  FINGERPRINTS: data_fingerprints(data_args.sources())}
     plan = plan_run(training_args.output_dir, run_config, training_args.overwrite_output_dir,
                     training_args.resume_from_checkpoint)
     if training_args.export_dir:
@@ -127,10 +130,20 @@ def check_before_loading(data_args, training_args, model_args, recipe=None):
 
 
 def main(data_args: DataArguments, training_args: SMTrainingArguments, model_args: ModelArguments, recipe=None):
-    """Run (or resume, or skip as finished) the recipe; returns the trainer (None when already finished)."""
+    """Run (or resume, or skip as finished) the recipe; returns the trainer (None when already finished).
+
+    The main process holds `output_dir/.run.lock` from the folder check to the end (a second run
+    into the folder is refused, naming this one)."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
                         handlers=[logging.StreamHandler(sys.stdout)])
-    config, plan, run_config = check_before_loading(data_args, training_args, model_args, recipe)
+    config = validate_run(data_args, training_args, model_args)  # before the lock creates output_dir
+    lock = RunLock(training_args.output_dir) if training_args.process_index == 0 else contextlib.nullcontext()
+    with lock:
+        return _locked_main(data_args, training_args, model_args, recipe, config)
+
+
+def _locked_main(data_args, training_args, model_args, recipe, config):
+    config, plan, run_config = check_before_loading(data_args, training_args, model_args, recipe, config)
     main_process = training_args.process_index == 0
     if plan.action == "finished":
         logger.info("%s holds this run, already finished: nothing to do (--overwrite_output_dir true trains "

@@ -9,14 +9,24 @@
   afresh (old checkpoints and the run markers are removed first).
 Keys that do not change what is computed (logging, saving, workers, output paths, the per-device
 split of the global batch) are not compared; the effective batch is.
+- The sha256 of every local data file is part of the run (`data_fingerprints`): a file edited in
+  place is refused by name, never resumed on. Hub datasets are not fingerprinted.
+- A run_config.yaml whose run never saved a checkpoint (it failed before its first save) is
+  provisional: a rerun with corrected arguments replaces it.
+- `output_dir/.run.lock` (`RunLock`) keeps a second run out of the folder while one runs.
 """
 
+import fcntl
+import hashlib
 import json
 import logging
 import os
 import re
 import shutil
+import socket
 import struct
+import sys
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -26,7 +36,9 @@ RUN_CONFIG = "run_config.yaml"
 STATE = "trainer_state.json"
 WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json",
                 "adapter_model.bin", "pytorch_model.bin", "pytorch_model.bin.index.json")
-NOT_COMPARED = {"output_dir", "overwrite_output_dir", "resume_from_checkpoint", "export_dir", "run_name",
+LOCK = ".run.lock"
+FINGERPRINTS = "data_fingerprints"
+NOT_COMPARED = {FINGERPRINTS, "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "export_dir", "run_name",
                 "report_to", "disable_tqdm", "preprocessing_num_workers", "local_rank", "deepspeed",
                 "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
                 "use_cpu", "tf32", "gradient_checkpointing", "gradient_checkpointing_kwargs"}
@@ -50,6 +62,91 @@ def resolved_config(data_args, training_args, model_args) -> dict:
     values["effective_batch_size"] = (training_args.per_device_train_batch_size
                                       * training_args.gradient_accumulation_steps * training_args.world_size)
     return json.loads(json.dumps(values, default=str))
+
+
+def data_fingerprints(sources) -> Dict[str, str]:
+    """{local data file: sha256 of its bytes} over the sources' training and validation files."""
+    files = [f for s in sources for group in (s.local_files(), s.eval_data_files) if group
+             for f in ([group] if isinstance(group, str) else group)]
+    out = {}
+    for path in files:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        out[path] = digest.hexdigest()
+    return out
+
+
+def changed_data(saved: dict, current: dict) -> List[str]:
+    """The data files (present in both runs) whose content changed."""
+    old, new = saved.get(FINGERPRINTS) or {}, current.get(FINGERPRINTS) or {}
+    return [path for path in sorted(set(old) & set(new)) if old[path] != new[path]]
+
+
+class RunLockedError(ValueError):
+    """Another live run holds the output folder."""
+
+
+class RunLock:
+    """An exclusive `fcntl.flock` on `output_dir/.run.lock`, held while a run uses the folder.
+
+    The file records the holder (pid, host, start time, command) for the error a second run gets.
+    The kernel drops the lock when its process ends however it ends, so a lock file whose holder
+    is gone (kill -9, a crash, a reboot) is stale and taken over with a warning. On release the
+    file is emptied, not removed: removing it would let two later runs lock two different files.
+    flock is per host on network file systems that do not forward it (some NFS setups).
+    """
+
+    def __init__(self, output_dir: str):
+        self.path = os.path.join(output_dir, LOCK)
+        self._file = None
+
+    def acquire(self) -> "RunLock":
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = _holder_text(f.read())
+            f.close()
+            raise RunLockedError(f"output_dir {os.path.dirname(self.path)} is in use by another run ({holder}); "
+                                 f"wait for it to end, or choose another output_dir. Lock: {self.path}.") from None
+        f.seek(0)
+        previous = f.read().strip()
+        if previous:
+            logger.warning("taking over the stale lock %s: its holder is gone (%s)", self.path, _holder_text(previous))
+        f.seek(0)
+        f.truncate()
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(),
+                   "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "command": " ".join(sys.argv)}, f)
+        f.flush()
+        self._file = f
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.seek(0)
+            self._file.truncate()
+            self._file.flush()
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _holder_text(text: str) -> str:
+    try:
+        h = json.loads(text)
+        return f"pid {h['pid']} on {h['host']}, started {h['started']}: {h['command']}"
+    except (ValueError, KeyError, TypeError):
+        return "holder unknown"
 
 
 def compared(key: str) -> bool:
@@ -119,16 +216,24 @@ def _refuse(output_dir: str, why: str) -> ValueError:
 def plan_run(output_dir: str, config: dict, overwrite: bool = False,
              resume_from_checkpoint: Optional[str] = None) -> RunPlan:
     """What to do with `output_dir` (see the module docstring); ValueError when it must not be touched."""
-    if not os.path.isdir(output_dir) or not os.listdir(output_dir):
+    if not os.path.isdir(output_dir) or not set(os.listdir(output_dir)) - {LOCK}:
         return RunPlan("fresh")
     if overwrite:
         return RunPlan("fresh", clean=True)
     saved = read_run_config(output_dir)
+    trained = bool(checkpoints(output_dir)) or any(os.path.exists(os.path.join(output_dir, f))
+                                                   for f in (STATE, *WEIGHT_FILES))
     if saved is None:
-        if checkpoints(output_dir) or any(os.path.exists(os.path.join(output_dir, f)) for f in (STATE, *WEIGHT_FILES)):
+        if trained:
             raise _refuse(output_dir, f"holds a run without {RUN_CONFIG} (another tool or an older version)")
         return RunPlan("fresh")
-    changed = changed_keys(saved, config)
+    changed, edited = changed_keys(saved, config), changed_data(saved, config)
+    if (changed or edited) and not trained:
+        logger.info("%s: replacing the %s of a run that never saved a checkpoint", output_dir, RUN_CONFIG)
+        return RunPlan("fresh")
+    if edited:
+        raise _refuse(output_dir, "holds a run trained on other contents of " + ", ".join(edited)
+                      + " (the file changed since; its sha256 is in run_config.yaml)")
     if changed:
         listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
         raise _refuse(output_dir, f"holds a run with different arguments ({listed})")
