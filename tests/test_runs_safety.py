@@ -208,7 +208,7 @@ STALLED_EXPORT = textwrap.dedent("""
 """)
 
 
-def test_a_killed_export_is_redone_without_retraining_and_edited_data_is_refused(tmp_path):
+def test_a_killed_export_is_redone_without_retraining_and_edited_data_is_refused(tmp_path, caplog):
     from sm_dream.training import finetune
     from sm_dream.training.model_card import export_source
 
@@ -227,10 +227,13 @@ def test_a_killed_export_is_redone_without_retraining_and_edited_data_is_refused
     assert not (out / "merged").exists() and (out / "merged.partial-export" / "model.safetensors").exists()
     saved = yaml.safe_load((out / "run_config.yaml").read_text())
     assert saved["data_fingerprints"] == {str(data): hashlib.sha256(data.read_bytes()).hexdigest()}
-    trained = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and "merged" not in str(p)}
+    trained = {p: p.stat().st_mtime_ns for p in out.rglob("*")
+               if p.is_file() and "merged" not in str(p) and p.name != ".run.lock"}
 
+    caplog.set_level("WARNING")
     args = parse_args(_args(out, data))
     assert finetune.main(*args, recipe=str(TINY)) is None  # finished: only the export is redone
+    assert f"taking over the stale lock {out / '.run.lock'}: its holder is gone (pid {run.pid} on" in caplog.text
     assert export_source(str(out / "merged")) == str(out) and (out / "merged" / "model.safetensors").exists()
     assert not (out / "merged.partial-export").exists()
     assert {p: p.stat().st_mtime_ns for p in trained} == trained  # no training, no checkpoint touched
