@@ -316,8 +316,9 @@ def read_chat_file(path: str, messages_column: str = "messages"):
     .json/.jsonl chat file; never raises on bad content.
 
     A .jsonl file (or a .json file that is not one JSON document) is read line by line: a line that
-    is not UTF-8 is "undecodable_line", an empty one "blank_line", unparsable JSON "invalid_json";
-    then "record_not_an_object" / "missing_messages". Messages stored as a JSON string are passed
+    is not UTF-8 is "undecodable_line", an empty one "blank_line", unparsable JSON "invalid_json",
+    "too_deeply_nested" or "number_too_large"; then "record_not_an_object" / "missing_messages" /
+    "lone_surrogate". A UTF-8 byte-order mark at the start is dropped. Messages stored as a JSON string are passed
     through as that string (parsed with the record later). Raises ValueError naming the file when it
     is missing or holds no records at all.
     """
