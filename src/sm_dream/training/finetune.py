@@ -118,7 +118,7 @@ def _export(training_args: SMTrainingArguments, base_path, tokenizer=None) -> No
 def check_before_loading(data_args, training_args, model_args, recipe=None, config=None):
     """(model config, output-folder plan, resolved config): every check that needs no weights or data.
     Run it holding the folder's `RunLock` (the plan reads the folder)."""
-    config = config or validate_run(data_args, training_args, model_args)
+    config = validate_run(data_args, training_args, model_args) if config is None else config
     run_config = {**resolved_config(data_args, training_args, model_args), "recipe": recipe,
                   FINGERPRINTS: data_fingerprints(data_args.sources())}
     plan = plan_run(training_args.output_dir, run_config, training_args.overwrite_output_dir,
