@@ -108,8 +108,13 @@ class RunLock:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            f.seek(0)
-            holder = _holder_text(f.read())
+            for _ in range(20):  # the holder writes its details just after locking: give it a moment
+                f.seek(0)
+                text = f.read()
+                if text.strip():
+                    break
+                time.sleep(0.05)
+            holder = _holder_text(text)
             f.close()
             raise RunLockedError(f"output_dir {os.path.dirname(self.path)} is in use by another run ({holder}); "
                                  f"wait for it to end, or choose another output_dir. Lock: {self.path}.") from None
