@@ -113,22 +113,25 @@ def decode(value):
     raise ValueError(f"unknown tag {tag!r}")
 
 
-def write_frame(fd: int, message) -> None:
-    data = json.dumps(message).encode()
+# The functions used after the program ran are bound here, as default arguments: a program that
+# replaces os.write, json.dumps, ... in its process breaks only its own answers.
+def write_frame(fd: int, message, _dumps=json.dumps, _write=os.write, _view=memoryview) -> None:
+    data = _dumps(message).encode()
     data = len(data).to_bytes(8, "big") + data
-    view = memoryview(data)
+    view = _view(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[_write(fd, view):]
 
 
-def read_exact(fd: int, size: int, deadline: float = None) -> bytes:
+def read_exact(fd: int, size: int, deadline: float = None, _read=os.read, _select=select.select,
+               _time=time.time) -> bytes:
     chunks, left = [], size
     while left:
         if deadline is not None:
-            wait = deadline - time.time()
-            if wait <= 0 or not select.select([fd], [], [], wait)[0]:
+            wait = deadline - _time()
+            if wait <= 0 or not _select([fd], [], [], wait)[0]:
                 raise TimeoutError
-        chunk = os.read(fd, min(left, 1 << 20))
+        chunk = _read(fd, min(left, 1 << 20))
         if not chunk:
             raise EOFError
         chunks.append(chunk)
@@ -237,7 +240,7 @@ def limit_resources(limits: dict, drop_uid: bool) -> None:
 
 def program_process(program: str, cfg: dict, workdir: str, requests: int, answers: int) -> None:
     """Run the program, report its names, answer calls. Never returns."""
-    write, exit_ = write_frame, os._exit  # bound before the program can replace them
+    write, exit_, loads, read = write_frame, os._exit, json.loads, read_frame  # bound before the program runs
     try:
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)  # the tests still wait in the judge's stdin
@@ -266,7 +269,7 @@ def program_process(program: str, cfg: dict, workdir: str, requests: int, answer
         exit_(1)
     while True:
         try:
-            name, args, kwargs, want_args = json.loads(read_frame(requests))
+            name, args, kwargs, want_args = loads(read(requests))
         except BaseException:  # noqa: B036  (the judge is gone)
             exit_(0)
         try:
