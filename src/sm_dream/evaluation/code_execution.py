@@ -90,6 +90,8 @@ class Tests:
     defines them; other functions of the program only where the prelude and builtins have no such
     name), then `code` (the tests)."""
 
+    __test__ = False  # not a pytest test class
+
     code: str = ""
     prelude: str = ""
     proxied: Tuple[str, ...] = field(default_factory=tuple)
