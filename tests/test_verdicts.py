@@ -34,7 +34,8 @@ def test_probe_gets_its_verdict_and_touches_nothing_outside(name):
 
 
 def test_every_corpus_file_is_a_probe():
-    files = {f[:-3] for f in os.listdir(os.path.join(HERE, "adversarial")) if f.endswith(".py") and f != "run_probes.py"}
+    folder = os.path.join(HERE, "adversarial")
+    files = {f[:-3] for f in os.listdir(folder) if f.endswith(".py") and f != "run_probes.py"}
     assert files == {n for n in probes.PROBES if n != "memory_tree_6gb"}
     assert {probes.expected(f) for f in files} == {"passed", "failed", "timeout"}
 
@@ -134,8 +135,8 @@ def test_remove_tree_has_no_depth_or_path_length_limit(tmp_path):
 
 
 # --------------------------------------------------------------------------- the channel
-@pytest.mark.parametrize("value", [None, True, 0, -7, 2**64 + 1, -(10**5000), 0.1, math.inf, -0.0, "é\n", b"\x00\xff",
-                                   bytearray(b"ab"), 1 + 2j, (1, (2, "3")), [1, [2.5, None]], {1, 2}, frozenset({(1, 2)}),
+@pytest.mark.parametrize("value", [None, True, 0, -7, 2**64 + 1, -(10**5000), 0.1, math.inf, -0.0, "é\n",
+                                   b"\x00\xff", bytearray(b"ab"), 1 + 2j, (1, (2, "3")), [1, [2.5, None]], {1, 2}, frozenset({(1, 2)}),
                                    {(1, 2): {"a": [1]}, 3: None}, [], (), {}], ids=lambda v: type(v).__name__)
 def test_plain_values_cross_the_channel_unchanged(value):
     back = sandbox_runner.decode(json.loads(json.dumps(sandbox_runner.encode(value))))

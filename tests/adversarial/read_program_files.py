@@ -1,7 +1,6 @@
 # expect: failed. Wrong add; reads program.py, its work folder, the judge's command line, environ
 # and stdin for the asserts, to answer from them.
 import glob
-import os
 import re
 
 TEXT = ""

@@ -70,10 +70,12 @@ class Outside:
         self.modes = self._modes()
 
     def _modes(self):
-        return {p: stat.S_IMODE(os.lstat(p).st_mode) for p in (self.root, self.folder, os.path.join(self.folder, "file"))}
+        paths = (self.root, self.folder, os.path.join(self.folder, "file"))
+        return {p: stat.S_IMODE(os.lstat(p).st_mode) for p in paths}
 
     def fill(self, program: str) -> str:
-        return (program.replace("__TARGETS__", repr(self.targets)).replace("__FOLDERS__", repr([self.folder, self.root]))
+        return (program.replace("__TARGETS__", repr(self.targets))
+                .replace("__FOLDERS__", repr([self.folder, self.root]))
                 .replace("__PORT__", str(self.server.getsockname()[1])).replace("__MARKER__", self.marker))
 
     def broken(self) -> list:
@@ -176,7 +178,8 @@ def main() -> None:
         print(f"{name:22s} expected {want:8s} got {got:8s} {'ok' if ok else 'WRONG: ' + '; '.join(broken)}"
               f"  ({seconds:.2f} s)", flush=True)
     marker = uuid.uuid4().hex
-    assert code_execution.run_program(f"def add(a, b):\n    return a + b  # {marker}\n", TESTS).passed, "evaluator broken"
+    right = f"def add(a, b):\n    return a + b  # {marker}\n"
+    assert code_execution.run_program(right, TESTS).passed, "evaluator broken"
     print(f"# evaluator alive and scoring; {bad} wrong")
     sys.exit(1 if bad else 0)
 
