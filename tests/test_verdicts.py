@@ -136,7 +136,8 @@ def test_remove_tree_has_no_depth_or_path_length_limit(tmp_path):
 
 # --------------------------------------------------------------------------- the channel
 @pytest.mark.parametrize("value", [None, True, 0, -7, 2**64 + 1, -(10**5000), 0.1, math.inf, -0.0, "é\n",
-                                   b"\x00\xff", bytearray(b"ab"), 1 + 2j, (1, (2, "3")), [1, [2.5, None]], {1, 2}, frozenset({(1, 2)}),
+                                   b"\x00\xff", bytearray(b"ab"), 1 + 2j, (1, (2, "3")), [1, [2.5, None]],
+                                   {1, 2}, frozenset({(1, 2)}),
                                    {(1, 2): {"a": [1]}, 3: None}, [], (), {}], ids=lambda v: type(v).__name__)
 def test_plain_values_cross_the_channel_unchanged(value):
     back = sandbox_runner.decode(json.loads(json.dumps(sandbox_runner.encode(value))))
