@@ -61,7 +61,8 @@ class Outside:
         with open(os.path.join(self.folder, "file"), "w") as f:
             f.write("kept")
         self.targets = [os.path.join(self.root, "pwned"), os.path.join(self.folder, "pwned"),
-                        os.path.join(os.path.dirname(code_execution.__file__), "pwned.py")]
+                        os.path.join(os.path.dirname(code_execution.__file__), "pwned.py"),
+                        os.path.join(sys.prefix, "pwned.pth"), os.path.join(os.path.expanduser("~"), "pwned")]
         self.server = socket.socket()
         self.server.bind(("127.0.0.1", 0))
         self.server.listen(8)
@@ -116,11 +117,12 @@ PROBES = {  # name -> (timeout s, memory MiB, substitutions, slow)
     "write_outside": (5.0, 4096, {}, False),
     "local_server": (5.0, 4096, {}, False),
     "evaluator_environ": (5.0, 4096, {}, False),
+    "judge_memory": (10.0, 4096, {}, False),
     "fork_bomb": (10.0, 4096, {}, False),
     "symlink_work_folder": (5.0, 4096, {}, False),
     "nested_folders": (20.0, 4096, {}, False),
-    "memory_tree": (10.0, 512, {"__CHILDREN__": "3", "__MIB__": "256", "__WAIT__": "4"}, False),
-    "memory_tree_6gb": (20.0, 4096, {"__CHILDREN__": "4", "__MIB__": "1536", "__WAIT__": "15"}, True),
+    "memory_tree": (20.0, 512, {"__CHILDREN__": "3", "__MIB__": "256"}, False),
+    "memory_tree_6gb": (60.0, 4096, {"__CHILDREN__": "4", "__MIB__": "1536"}, True),
     "wall_time": (2.0, 4096, {}, True),
 }
 
