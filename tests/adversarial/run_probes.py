@@ -166,9 +166,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slow", action="store_true", help="also the slow probes (6 GB tree, wall time)")
     parser.add_argument("--previous", action="store_true", help="against the previous runner, for comparison")
+    parser.add_argument("--uncontained", action="store_true",
+                        help="as on a machine without `unshare`, with the opt-in (for comparison)")
     parser.add_argument("names", nargs="*")
     args = parser.parse_args()
     runner = previous_runner() if args.previous else None
+    if args.uncontained:
+        box = code_execution._candidate()
+        code_execution._candidate = lambda: code_execution.Containment((), box.uid, False, False, "--uncontained")
+        os.environ[code_execution.OPT_IN] = "1"
     names = args.names or [n for n, p in PROBES.items() if args.slow or not p[3]]
     box = code_execution.containment()
     print(f"# python {sys.executable} (prefix {sys.prefix}), uid {os.getuid()}: {box.describe()}")
