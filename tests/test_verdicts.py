@@ -81,7 +81,7 @@ def test_contained_run_is_recorded():
     assert code_execution.score([RIGHT], probes.TESTS) == {"pass@1": 1.0, "contained": 1.0}
 
 
-@pytest.mark.parametrize("name", ["symlink_work_folder", "nested_folders", "write_outside", "kill_parent"])
+@pytest.mark.parametrize("name", ["symlink_work_folder", "nested_folders"])
 def test_uncontained_clean_up_never_follows_links_or_recurses(uncontained, monkeypatch, name):
     """Without containment the work folder is a real folder, removed by the evaluator."""
     monkeypatch.setenv(code_execution.OPT_IN, "1")

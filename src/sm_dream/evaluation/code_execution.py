@@ -165,6 +165,10 @@ def _probe() -> Containment:
         result = _run(PROBE_PROGRAM, tests, box, 20.0, 20.0, DEFAULT_MEMORY_MB)
         if not result.passed:
             box = Containment((), box.uid, False, False, f"the containment probe failed: {result.detail}")
+    if not box.contained and box.uid >= 0:  # uncontained as root: uid 65534 only if it can run the interpreter
+        if not _run(PROBE_PROGRAM, Tests("assert callable(facts)\n"), box, 20.0, 20.0, DEFAULT_MEMORY_MB).passed:
+            box = Containment((), -1, False, False, box.reason + "; the interpreter is not readable by uid "
+                              f"{UNPRIVILEGED_UID}, so programs run as root")
     message = "Generated programs run " + box.describe() + "."
     print(f"[sm_dream] {message}", file=sys.stderr)
     logger.info(message)

@@ -31,6 +31,7 @@ import signal
 import sys
 import threading
 import time
+import traceback  # imported before the program process drops its identity
 
 FRAME_LIMIT = 64 << 20  # bytes of one message, either way
 PRIVATE_FOLDERS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
@@ -286,12 +287,14 @@ def program_process(program: str, cfg: dict, workdir: str, requests: int, answer
 
 
 def _report(fd: int, error: BaseException) -> None:
+    """Tell the judge (first: nothing after this may stop it), then print the traceback."""
     try:
-        import traceback
-
+        write_frame(fd, ["raise", type(error).__name__, str(error)[:500]])
+    except BaseException:  # noqa: B036
+        pass
+    try:
         traceback.print_exception(type(error), error, error.__traceback__, limit=-3)
         sys.stderr.flush()
-        write_frame(fd, ["raise", type(error).__name__, str(error)[:500]])
     except BaseException:  # noqa: B036
         pass
 
