@@ -22,11 +22,16 @@ probes = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(probes)
 
 RIGHT = "def add(a, b):\n    return a + b\n"
+CONTAINED = code_execution._probe().contained
+needs_containment = pytest.mark.skipif(not CONTAINED, reason="this machine cannot contain programs (no `unshare`)")
 
 
 # --------------------------------------------------------------------------- the corpus
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if p[3] else n
-                                  for n, p in probes.PROBES.items()])
+def _marks(name, slow):
+    return [pytest.mark.slow] * slow + [needs_containment] * (name in probes.NEEDS_CONTAINMENT)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=_marks(n, p[3])) for n, p in probes.PROBES.items()])
 def test_probe_gets_its_verdict_and_touches_nothing_outside(name):
     want, got, broken, _ = probes.run_probe(name)
     assert (got, broken) == (want, [])
@@ -76,6 +81,7 @@ def test_opt_in_runs_uncontained_and_says_so(uncontained, monkeypatch):
     assert code_execution.containment().level == "uncontained"
 
 
+@needs_containment
 def test_contained_run_is_recorded():
     assert code_execution.containment().contained  # the layouts this suite runs on contain
     assert code_execution.score([RIGHT], probes.TESTS) == {"pass@1": 1.0, "contained": 1.0}
@@ -178,6 +184,22 @@ def test_prelude_helpers_are_the_judges_not_the_programs():
     cheat = "def poly(xs, x):\n    return 0\ndef find_zero(xs):\n    return 7\n"
     assert run_program(cheat, tests).status == "failed"
     assert "defines no find_zero" in run_program("x = 1\n", tests).detail
+
+
+def test_builtin_names_are_the_programs_only_when_named():
+    """A program's `abs` never replaces the builtin the tests compare with; a tested function with
+    a builtin's name (MBPP's entry points come from the reference code) is the program's."""
+    cheat = "abs = lambda x: 0\ndef add(a, b):\n    return a - b if type(a) is float else a + b\n"
+    assert run_program(cheat, probes.TESTS).status == "failed"
+    path = os.path.join(HERE, "..", "eval_tasks", "mbpp", "utils.py")
+    mbpp = importlib.util.spec_from_file_location("mbpp_utils", path)
+    utils = importlib.util.module_from_spec(mbpp)
+    mbpp.loader.exec_module(utils)
+    doc = {"code": "def pow(a, b):\n    return a ** b\ndef unused(x):\n    return x",
+           "test_list": ["assert pow(2, 3) == 9"], "test_setup_code": ""}
+    assert utils.tests(doc).proxied == ("pow",)
+    assert run_program("def pow(a, b):\n    return a ** b + 1\n", utils.tests(doc)).passed  # the program's pow
+    assert run_program("x = 1\n", utils.tests(doc)).status == "failed"
 
 
 def test_live_objects_cannot_be_judged():

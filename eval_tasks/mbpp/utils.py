@@ -2,6 +2,8 @@
 """MBPP(+) instruct tasks: code extraction and sandboxed scoring on the full tests (data:
 sm_dream.evaluation.eval_data)."""
 
+import re
+
 from sm_dream.evaluation.code_execution import Tests, code_before_fence, score
 
 TIMEOUT_S = 10.0
@@ -13,15 +15,25 @@ def build_programs(resps, docs):
     return [[code_before_fence(r) for r in resp] for resp in resps]
 
 
+def entry_points(doc, tests: str) -> tuple:
+    """The functions of the reference solution (`code`) that the tests call: the program must
+    define them, and they are the program's even where a builtin has the same name. Other names
+    the tests call are the program's only where neither the judge nor the builtins define them."""
+    defined = re.findall(r"^def (\w+)\s*\(", doc.get("code") or "", flags=re.M)
+    return tuple(name for name in dict.fromkeys(defined) if re.search(rf"\b{name}\s*\(", tests))
+
+
 def tests(doc) -> Tests:
     """MBPP: all of its asserts (`test_list`) after its `test_setup_code`; the functions they call
     are the program's (as proxies: plain data in and out)."""
-    return Tests(code="\n".join(doc["test_list"]) + "\n", prelude=doc.get("test_setup_code") or "")
+    code = "\n".join(doc["test_list"]) + "\n"
+    return Tests(code=code, prelude=doc.get("test_setup_code") or "", proxied=entry_points(doc, code))
 
 
 def tests_plus(doc) -> Tests:
     """MBPP+: the EvalPlus test program (`test`: base and plus inputs) after `test_imports`."""
-    return Tests(code=doc["test"] + "\n", prelude="\n".join(doc.get("test_imports") or []))
+    code = doc["test"] + "\n"
+    return Tests(code=code, prelude="\n".join(doc.get("test_imports") or []), proxied=entry_points(doc, code))
 
 
 def process_results(doc, results):

@@ -32,6 +32,11 @@ TESTS = "assert add(2, 3) == 5\nassert add(-1, 1) == 0\nassert abs(add(0.5, 0.25
 SECRET_ENV = ("HF_TOKEN", "hf_do_not_leak")
 
 
+# Probes of the machine's protection (not of the verdict): they hold only when contained.
+NEEDS_CONTAINMENT = {"kill_parent", "write_outside", "local_server", "evaluator_environ", "judge_memory", "fork_bomb",
+                     "memory_tree", "memory_tree_6gb"}
+
+
 def expected(name: str) -> str:
     with open(os.path.join(HERE, name + ".py"), encoding="utf-8") as f:
         return f.readline().split("expect:")[1].split(".")[0].strip()
