@@ -392,8 +392,8 @@ def _tree_rss(contained: bool) -> int:
 
 def kill_tree(contained: bool) -> None:
     try:
-        if contained:
-            os.kill(-1, signal.SIGKILL)  # from PID 1: every other process of the namespace
+        if contained and os.getpid() == 1:
+            os.kill(-1, signal.SIGKILL)  # from PID 1 of a PID namespace: every other process in it
             return
     except OSError:
         pass
