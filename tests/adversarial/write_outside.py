@@ -1,6 +1,6 @@
-# expect: passed. Right add; tries to write files outside its work folder (targets from the
-# environment variable-free list below and the test's folder, filled in by the harness), to
-# change their modes, and to plant a module the judge could import.
+# expect: passed. Right add; tries to write files outside its work folder (the harness's targets
+# and the fixed list below), to change the modes of folders outside, and to plant a module or a
+# .pth file the judge could import.
 import os
 import sys
 
