@@ -60,14 +60,12 @@ from .decoding_trace import trace_step
 from .positions import default_position_ids, shift_right
 from .remasking import remask_plan, sample_remask
 from .soft_masking import SoftMaskFeedback, feedback_from_logits, schedule_factor
+from .logit_rows import StepRows, rows_read_alone, step_rows
+from .row_ops import rows_per_chunk
 from .unmasking import (
     StepPlan,
-    StepRows,
     diffusion_timesteps,
     get_unmasking_algorithm,
-    rows_per_chunk,
-    rows_read_alone,
-    step_rows,
     tokens_to_unmask,
     top_per_row,
     transfer_probability,
