@@ -56,6 +56,64 @@ class SoftMaskFeedback:
             scale = scale * self.scale
         return SoftMaskFeedback(self.positions, self.entropy, self.topk_ids, self.topk_probs, self.logits, scale)
 
+    def select(self, keep: torch.Tensor) -> Optional["SoftMaskFeedback"]:
+        """The rows at positions inside `keep` ((b, l) bool); None if none is left.
+
+        Computing feedback for every predicted row and then selecting the ones still masked is cheaper
+        than copying their (n, V) logits first."""
+        positions = self.positions & keep
+        if not bool(positions.any()):
+            return None
+        if torch.equal(positions, self.positions):
+            return SoftMaskFeedback(positions, self.entropy, self.topk_ids, self.topk_probs, self.logits, self.scale)
+        rows = _row_index(self.positions)[positions]  # (n,), row-major order of the kept positions
+        logits = None if self.logits is None else self.logits[rows]
+        return SoftMaskFeedback(positions, self.entropy[rows], self.topk_ids[rows], self.topk_probs[rows], logits,
+                                self.scale)
+
+    def window(self, start: int, end: int) -> Optional["SoftMaskFeedback"]:
+        """The part for canvas columns [start, end), with positions of shape (b, end - start)."""
+        columns = torch.zeros_like(self.positions)
+        columns[:, start:end] = True
+        inside = self.select(columns)
+        if inside is not None:
+            inside.positions = inside.positions[:, start:end]  # row-major order within the window is unchanged
+        return inside
+
+    @staticmethod
+    def merge(old: Optional["SoftMaskFeedback"], new: Optional["SoftMaskFeedback"],
+              keep: Optional[torch.Tensor] = None) -> Optional["SoftMaskFeedback"]:
+        """Feedback at the union of both position sets (either may be None), restricted to `keep`
+        ((b, l) bool, optional); where both have a row, `new` wins. The result has no scale."""
+        if old is None or new is None:
+            merged = new if old is None else old
+            return merged if keep is None or merged is None else merged.select(keep)
+        positions = old.positions | new.positions  # (b, l)
+        if keep is not None:
+            positions = positions & keep
+        if not bool(positions.any()):
+            return None
+        old_rows, new_rows = _row_index(old.positions)[positions], _row_index(new.positions)[positions]  # (n,)
+        from_new = new_rows >= 0
+
+        def pick(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+            if a is None or b is None:
+                return None
+            out = a.new_empty((int(positions.sum()),) + tuple(a.shape[1:]))
+            out[from_new] = b[new_rows[from_new]]
+            out[~from_new] = a[old_rows[~from_new]]
+            return out
+
+        return SoftMaskFeedback(positions, pick(old.entropy, new.entropy), pick(old.topk_ids, new.topk_ids),
+                                pick(old.topk_probs, new.topk_probs), pick(old.logits, new.logits))
+
+
+def _row_index(positions: torch.Tensor) -> torch.Tensor:
+    """(b, l) long map: the feedback row of each position, -1 where there is none."""
+    index = torch.full(positions.shape, -1, dtype=torch.long, device=positions.device)
+    index[positions] = torch.arange(int(positions.sum()), device=positions.device)
+    return index
+
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Entropy (nats) of softmax(logits) over the last dim, computed in float32; 0 log 0 = 0."""
@@ -225,3 +283,67 @@ def schedule_factor(name: str, step: int, total_steps: int, threshold: float = 0
     if total_steps <= 0:
         raise ValueError(f"total_steps={total_steps} must be positive.")
     return float(SM_SCHEDULE_FUNCTIONS[name](step / total_steps, threshold))
+
+
+class FeedbackStore:
+    """The latest SM feedback of every masked position during one generation (`denoising.py`).
+
+    A pass that feeds back every mask (a block's refresh, every step of plain decoding) replaces the
+    store; the other passes merge theirs into it. A pass reads it times the time schedule
+    `sm_schedule`: f = step / steps with fixed steps, each row's decoded share of the N generated
+    tokens with `threshold`. With fixed steps a pass whose feedback only reaches passes where the
+    schedule gives 0 computes none (`needed`), and the store is cleared.
+    """
+
+    def __init__(self, config, prompt_length: int, refresh_interval: Optional[int]):
+        self.config, self.prompt_length, self.refresh_interval = config, prompt_length, refresh_interval
+        self.enabled = bool(config.soft_masking)
+        self.feedback: Optional[SoftMaskFeedback] = None
+
+    def needed(self, step: int, block_steps: Optional[int], global_step: int, one_block: bool) -> bool:
+        """Whether feedback from this pass (the block's `step` of `block_steps`, None with threshold)
+        can reach a pass with a nonzero schedule factor: the passes up to the next one that feeds back
+        every mask (the next step with one block, else the block's next refresh)."""
+        if not self.enabled:
+            return False
+        if block_steps is None:  # threshold: per-row schedule, no fixed step count
+            return True
+        interval = self.refresh_interval
+        refresh = block_steps if interval is None else min(block_steps, (step // interval + 1) * interval)
+        reach = 1 if one_block else refresh - step
+        return any(self._fixed_scale(global_step + d) != 0.0 for d in range(1, reach + 1))
+
+    def keep(self, x: torch.Tensor, targets: torch.Tensor, new: Optional[SoftMaskFeedback], replaces: bool,
+             used: bool) -> None:
+        """Keep this pass's feedback `new` (at `targets`) for the positions that are (still or again)
+        masked in `x`; the other masks keep theirs."""
+        if not self.enabled:
+            return
+        masked = x == self.config.mask_token_id
+        if not used:
+            self.feedback = None
+        elif new is None:  # nothing this pass predicted stays masked
+            self.feedback = None if self.feedback is None else self.feedback.select(masked)
+        else:
+            new = new.select(targets & masked)
+            self.feedback = new if replaces else SoftMaskFeedback.merge(self.feedback, new, keep=masked)
+
+    def read(self, x: torch.Tensor, global_step: int) -> Optional[SoftMaskFeedback]:
+        """The stored feedback times the schedule factor at `global_step` (None where it is 0)."""
+        if self.feedback is None or not self.enabled:
+            return None
+        scale = self._fixed_scale(global_step)
+        if scale is not None:
+            return None if scale == 0.0 else self.feedback.with_scale(scale)
+        config = self.config
+        generated = x[:, self.prompt_length:]
+        decoded = (generated != config.mask_token_id).sum(-1).tolist()  # per row: f = decoded / N
+        scales = [schedule_factor(config.sm_schedule, d, generated.shape[1], config.sm_threshold) for d in decoded]
+        return None if max(scales) == 0.0 else self.feedback.with_scale(torch.tensor(scales))
+
+    def _fixed_scale(self, global_step: int) -> Optional[float]:
+        """The schedule factor at `global_step` with fixed steps; None with threshold (per row)."""
+        config = self.config
+        if config.threshold is not None:
+            return None
+        return schedule_factor(config.sm_schedule, global_step, config.steps, config.sm_threshold)
