@@ -34,8 +34,9 @@ import torch
 
 MODEL_FIELDS = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                     num_key_value_heads=2, max_position_embeddings=256, rope_theta=1e6, mask_token_id=127,
-                    pad_token_id=0, bos_token_id=0, eos_token_id=0, sm_init_scale=0.9, sm_init_offset=-2.0)
-LOGIT_SCALE = 8.0
+                    pad_token_id=0, bos_token_id=0, eos_token_id=0, sm_init_scale=0.9, sm_init_offset=-4.0,
+                    initializer_range=0.2)  # peaked rows, SM strong enough to change tokens
+LOGIT_SCALE = 2.0
 PROMPTS = torch.tensor([[5, 17, 42, 9, 33, 61], [0, 0, 11, 23, 8, 90]])
 PROMPT_MASK = torch.tensor([[1] * 6, [0, 0] + [1] * 4])
 
@@ -203,7 +204,8 @@ def main(argv=None) -> int:
     if args.write_pins:
         pins = {name: generate(pair.get(variant)[1], kwargs, variant)["sequences"]
                 for name, kwargs, variant in cases(quick=True)}
-        Path(args.write_pins).write_text(json.dumps(pins, indent=0) + "\n")
+        lines = [f"{json.dumps(name)}: {json.dumps(tokens)}" for name, tokens in pins.items()]
+        Path(args.write_pins).write_text("{\n" + ",\n".join(lines) + "\n}\n")
         print(f"wrote {len(pins)} pinned cases to {args.write_pins}")
     grid = cases(quick=args.quick)
     differ = compare(pair, grid)
