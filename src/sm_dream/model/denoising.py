@@ -40,9 +40,9 @@ masks beyond it none (the [MASK] embedding); the first pass has none. So with a 
 suffix inputs inside a block are exactly the ones its dual-cache K/V were computed from, and the LM
 head runs at the block's rows (and, at a refresh, the horizon's) only. A block's last fixed step
 commits all its masks, so it feeds back only the suffix, and only at a refresh; with fixed steps, a
-pass whose feedback would only reach passes where the schedule gives 0 skips it. Time schedules
-(`sm_schedule`) use f = step / steps with fixed steps, and each row's decoded share of the N tokens
-with `threshold`.
+pass whose feedback would only reach passes where the schedule gives 0 skips it. The feedback and
+its time schedule (`sm_schedule`) are kept by `soft_masking.FeedbackStore`; `Denoiser.plan_pass`
+decides what each pass predicts and feeds back (`PassPlan`).
 
 The LM head runs only at the rows a pass needs (`target_mask`), unless a hook asks for the
 (b, l, V) logits. This file is carried inside saved checkpoints: it imports only torch,
