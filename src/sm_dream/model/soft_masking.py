@@ -56,6 +56,15 @@ class SoftMaskFeedback:
             scale = scale * self.scale
         return SoftMaskFeedback(self.positions, self.entropy, self.topk_ids, self.topk_probs, self.logits, scale)
 
+    def lam(self, params: "SoftMaskParams", rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """lambda applied at each row (or at the (n,) bool `rows`): params(entropy) times the row's `scale`."""
+        entropy = self.entropy if rows is None else self.entropy[rows]
+        lam = params(entropy)  # (m,) float32
+        if self.scale is not None:
+            batch_of_row = self.positions.nonzero()[:, 0]
+            lam = lam * self.scale.to(lam.device)[batch_of_row if rows is None else batch_of_row[rows]]
+        return lam
+
     def select(self, keep: torch.Tensor) -> Optional["SoftMaskFeedback"]:
         """The rows at positions inside `keep` ((b, l) bool); None if none is left.
 
@@ -240,10 +249,7 @@ def soft_masked_embeddings(
     where = feedback.positions & (input_ids == mask_token_id)  # (b, l)
     if not bool(keep.any()):
         return embeds
-    lam = params(feedback.entropy[keep])  # (m,) float32
-    if feedback.scale is not None:
-        batch_of_row = where.nonzero()[:, 0]
-        lam = lam * feedback.scale.to(lam.device)[batch_of_row]
+    lam = feedback.lam(params, keep)  # (m,) float32
     if feedback.logits is not None:
         pi = torch.softmax(feedback.logits[keep] / params.tau, dim=-1)  # (m, V)
         target = embed(pi).float()  # (m, d)
