@@ -15,6 +15,8 @@ The work is split in two so that one producer and one consumer exist:
 - `SoftMaskParams` holds the trainable w_s, w_a, w_b (stored raw, read mapped) and maps entropy to
   lambda; `soft_masked_embeddings` blends, and is called by the model inside its `forward` so that
   gradients reach the parameters and sharded (ZeRO-3) weights are gathered.
+- During decoding, `FeedbackStore` keeps the latest feedback of every masked position and applies
+  the time schedule; `SoftMaskFeedback` selects, windows and merges its own rows.
 
 This file is copied into every saved checkpoint: it imports only torch and its siblings.
 """
