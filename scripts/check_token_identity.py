@@ -11,10 +11,11 @@ OLD_MODEL_DIR is a `sm_dream/model` directory of another checkout, e.g. the prev
 The old package is loaded as its own package (its files import only torch, transformers and each
 other); a tiny model is built from each package with the same weights (LM head scaled, so that
 decisions are never float ties), and `diffusion_generate` runs on both over a grid: plain, block,
-prefix-cache, dual-cache (with and without refreshes inside a block, feedback horizons) and threshold
-decoding; SM on and off, SM schedules, top-k and full-vocabulary SM; greedy and sampling (temperature
-0.1 top-p 0.9, top-k, both `sampling_draws`); the four unmasking algorithms; ReMDM schedules; a
-logits hook; a left-padded batch of 2. Each case compares the tokens, the history and the SM trace
+prefix-cache, dual-cache (with and without refreshes inside a block, feedback horizons, a shorter last
+block) and threshold decoding (0 and above 1 included); SM on and off, SM schedules, top-k and
+full-vocabulary SM; greedy and sampling (temperature 0.1 top-p 0.9, top-k, both `sampling_draws`); the
+four unmasking algorithms, alg_temp, more steps than tokens; ReMDM schedules; logits and tokens hooks;
+early stop; a left-padded batch of 2. Each case compares the tokens, the history and the SM trace
 (candidate, weight and lambda per soft-masked position) exactly. A last case perturbs the old
 model's lambda and must be told apart. Exit status 0 when every case is identical.
 
@@ -49,9 +50,13 @@ MODES = {
     "prefix_horizon0": dict(block_length=4, use_cache=True, sm_feedback_horizon=0),
     "dual": dict(block_length=4, dual_cache=True),
     "dual_horizon_all": dict(block_length=4, dual_cache=True, sm_feedback_horizon=64),
+    "prefix_uneven": dict(block_length=5, use_cache=True),  # a shorter last block
+    "dual_uneven": dict(block_length=5, dual_cache=True, cache_refresh_interval=3),
     "threshold": dict(threshold=0.9),
     "threshold_prefix": dict(block_length=4, use_cache=True, threshold=0.9),
     "threshold_dual": dict(block_length=4, dual_cache=True, threshold=0.5),
+    "threshold_zero": dict(block_length=4, threshold=0.0),  # a block per step
+    "threshold_above_one": dict(block_length=6, use_cache=True, threshold=1.5),  # a token per step
 }
 SAMPLING = {
     "greedy": dict(temperature=0.0),
@@ -121,7 +126,7 @@ def cases(quick: bool = False):
                     dict(base, **MODES[mode], **SAMPLING[sampling], alg="entropy", soft_masking=True,
                          sm_schedule=schedule, sm_threshold=0.5), "topk"))
     for mode, sampling, alg in itertools.product(MODES, ("greedy", "top_p"), ("origin", "entropy")):
-        for variant in ("full_vocab", "hook"):
+        for variant in ("full_vocab", "hook", "tokens_hook"):
             out.append((f"{mode}/{sampling}/{alg}/{variant}",
                         dict(base, **MODES[mode], **SAMPLING[sampling], alg=alg, soft_masking=True), variant))
     for mode, alg in itertools.product(MODES, ("maskgit_plus", "entropy")):
@@ -129,6 +134,9 @@ def cases(quick: bool = False):
                                                                 soft_masking=True, stop_when_finished=True), "topk"))
         out.append((f"{mode}/greedy/{alg}/nfe_budget", dict(base, **MODES[mode], alg=alg, soft_masking=True,
                                                              steps=None, nfe_budget=1.0), "topk"))
+    for mode, sm in itertools.product(FIXED_MODES, (False, True)):  # more steps than tokens
+        out.append((f"{mode}/top_p/origin/steps=24/sm={sm}", dict(base, **MODES[mode], **SAMPLING["top_p"],
+                                                                  alg="origin", soft_masking=sm, steps=24), "topk"))
     return out
 
 
@@ -137,6 +145,8 @@ def generate(model, kwargs, variant: str):
     kwargs = dict(kwargs)
     if variant == "hook":
         kwargs["generation_logits_hook_func"] = lambda step, x, logits: logits
+    if variant == "tokens_hook":
+        kwargs["generation_tokens_hook_func"] = lambda step, x, logits: x
     out = model.diffusion_generate(PROMPTS, attention_mask=PROMPT_MASK, generator=torch.Generator().manual_seed(7),
                                    return_dict_in_generate=True, output_history=True, **kwargs)
     trace = []
