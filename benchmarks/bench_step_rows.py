@@ -16,7 +16,10 @@ from types import SimpleNamespace
 import torch
 
 from sm_dream.model.soft_masking import feedback_from_logits
-from sm_dream.model.unmasking import get_unmasking_algorithm, rows_per_chunk, sample_tokens, step_rows, suppress_tokens
+from sm_dream.model.logit_rows import step_rows, suppress_tokens
+from sm_dream.model.row_ops import rows_per_chunk
+from sm_dream.model.sampling import sample_tokens
+from sm_dream.model.unmasking import get_unmasking_algorithm
 
 
 def separate(rows, alg, config, sm_k, positions):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sm_dream import SoftMaskDreamForDiffusionLM, shift_right
-from sm_dream.model.block_generation import plan_blocks
+from sm_dream.model.blocks import plan_blocks
 from sm_dream.model.generation_utils import SoftMaskDreamGenerationConfig
 from sm_dream.model.soft_masking import feedback_from_logits
 from sm_dream.tiny import small_vocab_config

@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from sm_dream import SoftMaskDreamForDiffusionLM, feedback_from_logits, shift_right
-from sm_dream.model.block_generation import merge_feedback, window_feedback
+from sm_dream import SoftMaskDreamForDiffusionLM, SoftMaskFeedback, feedback_from_logits, shift_right
 from sm_dream.model.cache import DualKVCache, PrefixKVCache, make_kv_cache
 from sm_dream.model.modeling_sm_dream import default_position_ids
 from sm_dream.tiny import small_vocab_config
@@ -51,7 +50,7 @@ def _windowed(model, cache, ids, attention, feedback, start, end):
                         sm_feedback=feedback).logits
         cache.set_window(start, end)
         window = model(ids[:, start:end], attention_mask=attention, position_ids=position_ids[:, start:end],
-                       past_key_values=cache, sm_feedback=window_feedback(feedback, start, end)).logits
+                       past_key_values=cache, sm_feedback=feedback and feedback.window(start, end)).logits
     return refresh, window
 
 
@@ -150,22 +149,22 @@ def test_window_and_merge_feedback_keep_rows_with_their_positions():
     new_pos[1, 2] = True
     old = feedback_from_logits(logits, old_pos, k=2)
     new = feedback_from_logits(logits * 3.0, new_pos, k=2)
-    merged = merge_feedback(old, new)
+    merged = SoftMaskFeedback.merge(old, new)
     assert torch.equal(merged.positions, old_pos | new_pos)
     # Reference: per position, the newest logits that produced a row.
     reference_logits = torch.where(new_pos[..., None], logits * 3.0, logits)
     reference = feedback_from_logits(reference_logits, old_pos | new_pos, k=2)
     torch.testing.assert_close(merged.entropy, reference.entropy)
     assert torch.equal(merged.topk_ids, reference.topk_ids)
-    window = window_feedback(merged, 3, 8)
+    window = merged.window(3, 8)
     expected = feedback_from_logits(reference_logits[:, 3:8], (old_pos | new_pos)[:, 3:8], k=2)
     assert torch.equal(window.positions, expected.positions)
     torch.testing.assert_close(window.topk_probs, expected.topk_probs)
-    assert merge_feedback(None, new) is new and merge_feedback(old, None) is old
+    assert SoftMaskFeedback.merge(None, new) is new and SoftMaskFeedback.merge(old, None) is old
     keep = torch.zeros(2, 10, dtype=torch.bool)
     keep[:, 6:] = True  # e.g. the positions still masked
-    pruned = merge_feedback(old, None, keep=keep)
+    pruned = SoftMaskFeedback.merge(old, None, keep=keep)
     assert torch.equal(pruned.positions, old_pos & keep)
     torch.testing.assert_close(pruned.entropy, feedback_from_logits(logits, old_pos & keep, k=2).entropy)
-    assert merge_feedback(old, new, keep=torch.zeros_like(keep)) is None
-    assert window_feedback(old, 0, 4) is None  # no feedback row inside the window
+    assert SoftMaskFeedback.merge(old, new, keep=torch.zeros_like(keep)) is None
+    assert old.window(0, 4) is None  # no feedback row inside the window

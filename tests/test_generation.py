@@ -20,11 +20,11 @@ from sm_dream.model.unmasking import (
     StepPlan,
     diffusion_timesteps,
     get_unmasking_algorithm,
-    sample_tokens,
     select_most_confident,
-    step_rows,
     tokens_to_unmask,
 )
+from sm_dream.model.logit_rows import step_rows
+from sm_dream.model.sampling import sample_tokens
 
 MASK = 127
 CONFIDENCE_ALGS = ["maskgit_plus", "topk_margin", "entropy"]

@@ -85,8 +85,8 @@ def test_src_modules_have_no_import_cycle():
 def test_the_loop_and_its_helpers_never_import_back_up():
     graph = import_graph()
     upper = {"sm_dream.model.generation_utils", "sm_dream.model.modeling_sm_dream", "sm_dream.model.denoising"}
-    for helper in ("unmasking", "cache", "remasking", "decoding_trace", "soft_masking", "block_generation",
-                   "positions"):
+    for helper in ("unmasking", "cache", "remasking", "decoding_trace", "soft_masking", "blocks", "positions",
+                   "logit_rows", "row_ops", "sampling"):
         assert not graph[f"sm_dream.model.{helper}"] & upper, helper
     assert "sm_dream.model.generation_utils" not in graph["sm_dream.model.denoising"]
 

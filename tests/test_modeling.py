@@ -201,6 +201,9 @@ from transformers import AutoModel
 ref = torch.load(sys.argv[1] + "/ref.pt")
 model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
 assert "transformers_modules" in type(model).__module__, type(model).__module__
+out = model.diffusion_generate(ref["ids"][:, :4], max_new_tokens=8, steps=4, block_length=4, use_cache=True,
+                               alg="entropy", soft_masking=True, return_dict_in_generate=True)
+assert torch.equal(out.sequences, ref["sequences"]), (out.sequences, ref["sequences"])
 with torch.no_grad():
     print((model(ref["ids"]).logits - ref["logits"]).abs().max().item())
 """
@@ -210,8 +213,10 @@ def test_trust_remote_code_loads_without_sm_dream(tmp_path):
     model = _model(sm_init_scale=0.3)
     model.save_pretrained(tmp_path)
     ids = torch.randint(1, MASK, (2, 8))
+    sequences = model.diffusion_generate(ids[:, :4], max_new_tokens=8, steps=4, block_length=4, use_cache=True,
+                                         alg="entropy", soft_masking=True)  # every carried module runs
     with torch.no_grad():
-        torch.save({"ids": ids, "logits": model(ids).logits}, tmp_path / "ref.pt")
+        torch.save({"ids": ids, "logits": model(ids).logits, "sequences": sequences}, tmp_path / "ref.pt")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
     out = subprocess.run([sys.executable, "-c", _FRESH, str(tmp_path)], capture_output=True, text=True, env=env,
                          cwd=tmp_path)

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from sm_dream import SoftMaskDreamForDiffusionLM
-from sm_dream.model import sampling, unmasking
+from sm_dream.model import logit_rows, sampling
 from sm_dream.model.generation_utils import SoftMaskDreamGenerationConfig
-from sm_dream.model.sampling import MAX_CANDIDATES, SAMPLING_DRAWS, draw, truncated_candidates
-from sm_dream.model.unmasking import _model_p, get_unmasking_algorithm, sample_tokens, step_rows
+from sm_dream.model.logit_rows import _model_p, step_rows
+from sm_dream.model.sampling import MAX_CANDIDATES, SAMPLING_DRAWS, draw, sample_tokens, truncated_candidates
+from sm_dream.model.unmasking import get_unmasking_algorithm
 from sm_dream.tiny import DREAM_MASK_ID, DREAM_VOCAB_SIZE, small_vocab_config
 
 INF = float("inf")
@@ -148,7 +149,7 @@ def test_draw_is_torch_multinomial(fast_uniforms, monkeypatch):
 
 
 def _reference_sampled_chunk(f, p, algorithm, config, generator, model_confidence):
-    """`unmasking._sampled_chunk` as the sort-based sampler computed it."""
+    """`logit_rows._sampled_chunk` as the sort-based sampler computed it."""
     x0, probs = reference_sample_tokens(f, config.temperature or 0.0, config.top_p, config.top_k, generator)
     if model_confidence:
         return x0, _model_p(f, p, x0)
@@ -179,7 +180,7 @@ def test_decoding_gives_the_sort_based_tokens(mode, alg, soft_masking, monkeypat
     if mode == "remasking" and alg == "origin":
         settings.update(alg="entropy")
     new = model.diffusion_generate(ids, generator=torch.Generator().manual_seed(4), **settings)
-    monkeypatch.setattr(unmasking, "_sampled_chunk", _reference_sampled_chunk)
+    monkeypatch.setattr(logit_rows, "_sampled_chunk", _reference_sampled_chunk)
     old = model.diffusion_generate(ids, generator=torch.Generator().manual_seed(4), **settings)
     assert torch.equal(new, old)
 
@@ -223,8 +224,8 @@ def test_sampling_draws_is_validated_and_reaches_the_sampler(monkeypatch):
         SoftMaskDreamGenerationConfig(sampling_draws="fast").validate()
     assert list(SAMPLING_DRAWS) == ["multinomial", "inverse_cdf"]
     seen = []
-    real_draw = unmasking.draw
-    monkeypatch.setattr(unmasking, "draw", lambda *args: seen.append(args[3]) or real_draw(*args))
+    real_draw = logit_rows.draw
+    monkeypatch.setattr(logit_rows, "draw", lambda *args: seen.append(args[3]) or real_draw(*args))
     model = SoftMaskDreamForDiffusionLM(small_vocab_config(initializer_range=0.2)).eval()
     ids = torch.randint(1, 100, (1, 4))
     kwargs = dict(max_new_tokens=8, steps=4, alg="entropy", temperature=0.5, top_p=0.9)

@@ -6,17 +6,17 @@ import pytest
 import torch
 
 from sm_dream import SoftMaskDreamForDiffusionLM, shift_right
-from sm_dream.model.soft_masking import feedback_from_logits, row_topk
+from sm_dream.model.logit_rows import step_rows, suppress_tokens
+from sm_dream.model.row_ops import row_topk
+from sm_dream.model.sampling import sample_tokens
+from sm_dream.model.soft_masking import feedback_from_logits
 from sm_dream.model.unmasking import (
     UNMASKING_ALGORITHMS,
     UnmaskingAlgorithm,
     get_unmasking_algorithm,
     max_prob_confidence,
     register_unmasking_algorithm,
-    sample_tokens,
     select_most_confident,
-    step_rows,
-    suppress_tokens,
 )
 from sm_dream.tiny import small_vocab_config
 
@@ -197,7 +197,7 @@ def test_fused_pass_at_a_large_vocabulary_equals_separate_calls():
 
 
 def test_compile_never_runs_on_cpu_and_a_failed_compile_falls_back_to_eager(monkeypatch, caplog):
-    from sm_dream.model import unmasking
+    from sm_dream.model import logit_rows
 
     rows, positions = _decisive_rows()
     want = step_rows(rows, "entropy", _config(), 3, positions=positions)
@@ -206,7 +206,7 @@ def test_compile_never_runs_on_cpu_and_a_failed_compile_falls_back_to_eager(monk
         raise AssertionError("torch.compile called for CPU rows")
 
     monkeypatch.setattr(torch, "compile", no_compile)
-    monkeypatch.setattr(unmasking, "_COMPILED", {})
+    monkeypatch.setattr(logit_rows, "_COMPILED", {})
     assert torch.equal(step_rows(rows, "entropy", _config(), 3, positions=positions).tokens, want.tokens)
 
     def broken(fn, **kwargs):  # what a CUDA machine without a working compiler would give
@@ -216,12 +216,12 @@ def test_compile_never_runs_on_cpu_and_a_failed_compile_falls_back_to_eager(monk
         return run
 
     monkeypatch.setattr(torch, "compile", broken)
-    run = unmasking._fast_chunk_runner(torch.device("cuda"))  # selects the compiled path without a GPU
+    run = logit_rows._fast_chunk_runner(torch.device("cuda"))  # selects the compiled path without a GPU
     f, z, p = (torch.empty_like(rows) for _ in range(3))
     f.copy_(rows)
     with caplog.at_level("WARNING"):
         part, x0, conf = run(rows, f, z, p, 3, "entropy", MASK, MASK + 1)
-    assert "running it eagerly" in caplog.text and unmasking._COMPILED["fast_chunk"] is None
+    assert "running it eagerly" in caplog.text and logit_rows._COMPILED["fast_chunk"] is None
     assert torch.equal(x0, want.tokens) and torch.equal(part[1], want.feedback.topk_ids)
     torch.testing.assert_close(conf, want.confidence, rtol=0, atol=0)
-    assert unmasking._fast_chunk_runner(torch.device("cuda")).__name__ == "eager"  # no second attempt
+    assert logit_rows._fast_chunk_runner(torch.device("cuda")).__name__ == "eager"  # no second attempt

@@ -24,7 +24,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Dict, Optional
 
-from ..model.block_generation import FAST_DECODING_DEFAULTS
+from ..model.blocks import FAST_DECODING_DEFAULTS
 from ..model.generation_utils import SoftMaskDreamGenerationConfig, resolve_steps
 
 # Keyword arguments passed through to `diffusion_generate` unchanged: Dream's `eps`,

@@ -35,10 +35,8 @@ def trace_step(feedback, soft_mask) -> Optional[SoftMaskTraceStep]:
     """The trace of a `SoftMaskFeedback` (None stays None): lambda = soft_mask(entropy) * scale."""
     if feedback is None:
         return None
-    lam = soft_mask(feedback.entropy)  # (n,)
-    if feedback.scale is not None:
-        lam = lam * feedback.scale[feedback.positions.nonzero()[:, 0]]
-    return SoftMaskTraceStep(feedback.positions, feedback.topk_ids[:, 0], feedback.topk_probs[:, 0], lam)
+    return SoftMaskTraceStep(feedback.positions, feedback.topk_ids[:, 0], feedback.topk_probs[:, 0],
+                             feedback.lam(soft_mask))
 
 
 def render_decoding(output, tokenizer=None, row: int = 0, prompt_length: int = 0,

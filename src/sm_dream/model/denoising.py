@@ -3,7 +3,7 @@
 
 Plain decoding (Dream's loop) is the one-block, no-cache case; blocks, KV caches, threshold decoding
 and ReMDM are options of the same loop, so SM feedback, unmasking, hooks, history, early stop and
-the progress bar each live once. Blocks and their steps come from `block_generation.plan_blocks`.
+the progress bar each live once. Blocks and their steps come from `blocks.plan_blocks`.
 
 Per block, the first step is a *refresh*: a full forward over the canvas, which records the KV
 cache (`use_cache=True`: prefix cache; `dual_cache=True`: prefix + suffix cache). The other steps
@@ -27,7 +27,7 @@ What a step commits in the block (with M_b its masks in a row):
                     confident) and tokens the generation decoded in the block before this step are
                     remasked with probability sigma_t. Needs fixed steps (not `threshold`).
 
-Soft-masking. Each step reads each masked row's logits once (`unmasking.step_rows`): the
+Soft-masking. Each step reads each masked row's logits once (`logit_rows.step_rows`): the
 candidate, its confidence and the SM feedback (entropy and top-k of the raw rows) come from one pass.
 Feedback is computed only where a later pass reads it. With one block (plain decoding) every step
 feeds back every masked position. With blocks, a block's *refresh* (its first step, and every
@@ -40,34 +40,33 @@ masks beyond it none (the [MASK] embedding); the first pass has none. So with a 
 suffix inputs inside a block are exactly the ones its dual-cache K/V were computed from, and the LM
 head runs at the block's rows (and, at a refresh, the horizon's) only. A block's last fixed step
 commits all its masks, so it feeds back only the suffix, and only at a refresh; with fixed steps, a
-pass whose feedback would only reach passes where the schedule gives 0 skips it. Time schedules
-(`sm_schedule`) use f = step / steps with fixed steps, and each row's decoded share of the N tokens
-with `threshold`.
+pass whose feedback would only reach passes where the schedule gives 0 skips it. The feedback and
+its time schedule (`sm_schedule`) are kept by `soft_masking.FeedbackStore`; `Denoiser.plan_pass`
+decides what each pass predicts and feeds back (`PassPlan`).
 
 The LM head runs only at the rows a pass needs (`target_mask`), unless a hook asks for the
 (b, l, V) logits. This file is carried inside saved checkpoints: it imports only torch,
 transformers and its siblings, and none of them imports it back.
 """
 
+from dataclasses import dataclass
 from typing import List, Optional
 
 import torch
 from transformers.utils import logging
 
-from .block_generation import BlockPlan, merge_feedback, plan_blocks, select_feedback, window_feedback
+from .blocks import BlockPlan, plan_blocks
 from .cache import BlockKVCache, make_kv_cache
 from .decoding_trace import trace_step
+from .logit_rows import StepRows, rows_read_alone, step_rows
 from .positions import default_position_ids, shift_right
-from .remasking import remask_plan, sample_remask
-from .soft_masking import SoftMaskFeedback, feedback_from_logits, schedule_factor
+from .remasking import remask_plan, remasks, sample_remask
+from .row_ops import rows_per_chunk
+from .soft_masking import FeedbackStore, SoftMaskFeedback, feedback_from_logits
 from .unmasking import (
     StepPlan,
-    StepRows,
     diffusion_timesteps,
     get_unmasking_algorithm,
-    rows_per_chunk,
-    rows_read_alone,
-    step_rows,
     tokens_to_unmask,
     top_per_row,
     transfer_probability,
@@ -120,6 +119,35 @@ def threshold_commit(x, masked, rows: StepRows, threshold: float) -> torch.Tenso
     return torch.where(chosen, proposal, x)
 
 
+@dataclass
+class PassPlan:
+    """One step of the block [start, end): what its forward pass predicts, samples and feeds back.
+
+    step: the block's step i; global_step: steps run before it; grid: the block's (timesteps,
+    remasking probabilities), None with threshold.
+    sampled: (b, l) bool, the block's masks: the rows sampled and committed.
+    targets: (b, l) bool, the rows the LM head produces: `sampled` itself (the same tensor) or, when
+        the pass computes feedback, the masks it feeds back plus the remask candidates.
+    full: a forward over the whole canvas (no cache, or a refresh), else a window against the cache.
+    feedback: the pass computes SM feedback at `targets`; feedback_used: a later pass reads it.
+    replaces: the pass feeds back every mask, so its feedback replaces the store.
+    decoded: ReMDM's remask candidates (tokens this generation decoded in the block), or None.
+    """
+
+    start: int
+    end: int
+    step: int
+    global_step: int
+    grid: Optional[tuple]
+    sampled: torch.Tensor
+    targets: torch.Tensor
+    full: bool
+    feedback: bool
+    feedback_used: bool
+    replaces: bool
+    decoded: Optional[torch.Tensor]
+
+
 class Denoiser:
     """One `diffusion_generate` call: the model, its KV cache, the SM feedback store and the step count."""
 
@@ -130,8 +158,8 @@ class Denoiser:
         self.tokens_hook, self.logits_hook = tokens_hook, logits_hook
         self.mask_id = config.mask_token_id
         self.cache: Optional[BlockKVCache] = make_kv_cache(plan.cache_kind) if plan.cache_kind else None
-        self.feedback: Optional[SoftMaskFeedback] = None  # latest feedback of every masked position
-        self.remasks = config.remasking not in (None, "none")
+        self.store = FeedbackStore(config, prompt_length, plan.refresh_interval)
+        self.remasks = remasks(config.remasking)
         self.position_ids = None  # (b, l), the canvas positions, for windowed passes
         self.generated: Optional[torch.Tensor] = None  # (b, l) bool: positions that started masked
         self.nfe = 0
@@ -152,14 +180,14 @@ class Denoiser:
         for (start, end), n_steps in zip(self.plan.blocks, self.plan.steps):
             grid, i, done = self._grid(n_steps, x.device), 0, False
             while not done and (i < n_steps if fixed else bool((x[:, start:end] == self.mask_id).any())):
-                x, logits = self.step(x, start, end, i, grid, step)
+                x, logits = self.step(x, self.plan_pass(x, start, end, i, grid, step))
                 x = hook(step, x, logits) if hook is not None else x
                 done = config.stop_when_finished and bool(finished_rows(x, self.prompt_length, self.mask_id, eos).all())
                 if done and len(eos):
                     x = x.masked_fill(x == self.mask_id, int(eos[0]))  # only after every row's first eos
                 if config.output_history:
                     history.append(x.clone())
-                    trace.append(None if done else trace_step(self._scaled_feedback(x, step + 1), self.model.soft_mask))
+                    trace.append(None if done else trace_step(self.store.read(x, step + 1), self.model.soft_mask))
                 step, i = step + 1, i + 1
                 bar.update(1)
             if done:
@@ -174,59 +202,63 @@ class Denoiser:
         timesteps = diffusion_timesteps(n_steps, self.config.eps, device=device)
         return timesteps, remask_plan(self.plan.remasking, timesteps)
 
-    def step(self, x, start: int, end: int, i: int, grid, global_step: int):
-        """One forward pass and the commits (and remasks) it decides in the block [start, end)."""
+    def plan_pass(self, x, start: int, end: int, i: int, grid, global_step: int) -> PassPlan:
+        """The `PassPlan` of the block's step i on the canvas `x`."""
         masked = x == self.mask_id  # (b, l)
-        in_block = None  # one block over the whole canvas (plain decoding): every position
-        if (start, end) != (0, x.shape[1]):
+        whole = (start, end) == (0, x.shape[1])  # one block over the canvas (plain decoding)
+        in_block = None
+        if not whole:
             in_block = torch.zeros_like(masked)
             in_block[:, start:end] = True
-        block_masked = masked if in_block is None else masked & in_block
-        decoded = None  # ReMDM's candidates: tokens this generation decoded in the block
+        sampled = masked if whole else masked & in_block
+        decoded = None
         if self.remasks:
-            decoded = self.generated & ~masked if in_block is None else in_block & self.generated & ~masked
+            decoded = self.generated & ~masked if whole else in_block & self.generated & ~masked
         interval = self.plan.refresh_interval
         refresh = i == 0 or (interval is not None and i % interval == 0)  # the block's refresh steps
-        full = self.cache is None or refresh  # a forward over the whole canvas
-        every_mask = refresh or in_block is None  # a refresh: the feedback store is replaced
-        fed = block_masked  # the masks this pass feeds back: a refresh adds the suffix up to the horizon
-        if in_block is None:
-            fed = masked
-        elif refresh and self.plan.feedback_horizon > 0:
+        fed = sampled  # the masks this pass feeds back: a block's refresh adds the suffix up to the horizon
+        if not whole and refresh and self.plan.feedback_horizon > 0:
             fed = masked.clone()
             fed[:, end + self.plan.feedback_horizon:] = False
-        used = self._feedback_used(i, grid, global_step, in_block is None)
-        last = grid is not None and i == len(grid[0]) - 2  # commits every mask of the block
-        compute = used and (not last or fed is not block_masked)  # a last step feeds only a suffix
-        targets = block_masked  # the rows the LM head produces
+        block_steps = None if grid is None else len(grid[0]) - 1
+        used = self.store.needed(i, block_steps, global_step, whole)
+        last = block_steps is not None and i == block_steps - 1  # commits every mask of the block
+        compute = used and (not last or fed is not sampled)  # a last step feeds only a suffix
+        targets = sampled
         if compute:  # feedback wherever it is fresh this step (and at remask candidates)
             targets = fed if decoded is None else fed | decoded
-        raw, rows, logits = self._predict(x, start, end, full, targets, block_masked, global_step)
-        read = self._read_rows(raw, rows, targets, block_masked, compute)
-        x_next = self._commit(x, block_masked, read, i, grid)
-        if grid is not None and grid[1][i].remask > 0:
-            x_next = x_next.masked_fill(sample_remask(decoded, grid[1][i].remask, self.generator), self.mask_id)
-        self._store_feedback(x_next, targets, read.feedback, every_mask, used)
+        return PassPlan(start, end, i, global_step, grid, sampled, targets, full=self.cache is None or refresh,
+                        feedback=compute, feedback_used=used, replaces=refresh or whole, decoded=decoded)
+
+    def step(self, x, p: PassPlan):
+        """One forward pass and the commits (and remasks) it decides: predict -> read rows -> commit ->
+        remask -> store the feedback. Returns the new canvas and the logits given to the hooks."""
+        raw, rows, logits = self._predict(x, p)
+        read = self._read_rows(raw, rows, p)
+        x_next = self._remask(self._commit(x, p, read), p)
+        self.store.keep(x_next, p.targets, read.feedback, p.replaces, p.feedback_used)
         return x_next, logits
 
-    def _predict(self, x, start, end, full, targets, block_masked, global_step):
-        """Raw shift-aligned rows at `targets`, the rows to sample from at `block_masked` (after the
-        logits hook), and the (b, l, V) logits given to the hook (NaN where the pass predicts nothing)."""
+    def _predict(self, x, p: PassPlan):
+        """Raw shift-aligned rows at `targets`, the rows to sample from at `sampled` (after the logits
+        hook; None when they are a subset of the raw rows, taken when needed), and the (b, l, V) logits
+        given to the hook (NaN where the pass predicts nothing)."""
         length = x.shape[1]
-        first = max(start - 1, 0)  # the window starts one early: Dream predicts j from j - 1
-        ws, we = (0, length) if full else (first, length if self.plan.cache_kind == "prefix" else end)
-        feedback = self._scaled_feedback(x, global_step)
-        kwargs = dict(sm_feedback=feedback if full else window_feedback(feedback, ws, we))
+        first = max(p.start - 1, 0)  # the window starts one early: Dream predicts j from j - 1
+        cache_end = length if self.plan.cache_kind == "prefix" else p.end
+        ws, we = (0, length) if p.full else (first, cache_end)
+        feedback = self.store.read(x, p.global_step)
+        kwargs = dict(sm_feedback=feedback if p.full or feedback is None else feedback.window(ws, we))
         if self.cache is not None:
-            if full:
+            if p.full:
                 self.cache.begin_refresh()
             if self.position_ids is None:
                 self.position_ids = default_position_ids(self.attention_mask, x.shape[0], length, 0, x.device)
             kwargs.update(position_ids=self.position_ids[:, ws:we], past_key_values=self.cache)
         self.nfe += 1
         if not self.full_logits:
-            raw = self.model(x[:, ws:we], self.attention_mask, target_mask=targets[:, ws:we], **kwargs).logits  # (n, V)
-            rows, logits = (raw if targets is block_masked else None), None  # None: a subset, taken when needed
+            raw = self.model(x[:, ws:we], self.attention_mask, target_mask=p.targets[:, ws:we], **kwargs).logits
+            rows, logits = (raw if p.targets is p.sampled else None), None  # raw: (n, V) at the targets
         else:
             shifted = shift_right(self.model(x[:, ws:we], self.attention_mask, **kwargs).logits)  # (b, w, V)
             if (ws, we) == (0, length):
@@ -235,111 +267,68 @@ class Denoiser:
                 logits = shifted.new_full((x.shape[0], length, shifted.shape[-1]), float("nan"))
                 lo = ws + 1 if ws > 0 else 0  # a window's own first row predicts nothing
                 logits[:, lo:we] = shifted[:, lo - ws:]
-            raw = logits[targets]  # a copy: the hook may edit `logits` in place
-            logits = self.logits_hook(global_step, x, logits) if self.logits_hook is not None else logits
-            rows = logits[block_masked]
-        if full and self.cache is not None:
-            self.cache.set_window(first, length if self.plan.cache_kind == "prefix" else end)
+            raw = logits[p.targets]  # a copy: the hook may edit `logits` in place
+            logits = self.logits_hook(p.global_step, x, logits) if self.logits_hook is not None else logits
+            rows = logits[p.sampled]
+        if p.full and self.cache is not None:
+            self.cache.set_window(first, cache_end)
         return raw, rows, logits
 
-    def _read_rows(self, raw, rows, targets, block_masked, compute: bool) -> StepRows:
-        """Candidates and confidences at `block_masked` and, with `compute`, SM feedback at `targets`.
+    def _read_rows(self, raw, rows, p: PassPlan) -> StepRows:
+        """Candidates and confidences at `sampled` and, when the pass computes it, SM feedback at `targets`.
 
-        Where the sampled rows are raw rows (no logits hook), `step_rows` reads each row once for all
-        three; with a hook, feedback comes from the raw rows apart. rows: None when the sampled rows
-        are the `block_masked` subset of the raw `targets` rows (a refresh's horizon, remask
-        candidates), taken here only if it must be copied.
-        """
-        config = self.config
-        alg = config.alg if self.algorithm is not None else "maskgit_plus"
-        kwargs = dict(generator=self.generator, model_confidence=self.algorithm is None)
+        Where the sampled rows are the raw rows (no logits hook), `step_rows` reads each row once for
+        all three; with a hook, feedback comes from the raw rows apart."""
+        config, threshold = self.config, self.algorithm is None
+        alg = "maskgit_plus" if threshold else config.alg
         k, full_vocab = self.model.config.sm_top_k, self.model.config.sm_full_vocab
-        if compute and rows is raw:
-            return step_rows(raw, alg, config, sm_k=k, positions=targets, full_vocab=full_vocab, **kwargs)
-        if not compute:
-            return step_rows(rows, alg, config, **kwargs)
-        sampled = block_masked[targets]  # (n,) the target rows that are sampled
-        if rows is None and rows_read_alone(alg, config, self.algorithm is None):
+
+        def read(some_rows, positions=None):
+            sm = dict(sm_k=k, positions=positions, full_vocab=full_vocab) if positions is not None else {}
+            return step_rows(some_rows, alg, config, generator=self.generator, model_confidence=threshold, **sm)
+
+        def feedback_of(some_rows, positions):
+            return feedback_from_logits(some_rows, positions, k=k, full_vocab=full_vocab,
+                                        chunk_size=rows_per_chunk(some_rows))
+
+        if not p.feedback:
+            return read(rows)
+        if rows is raw:
+            return read(raw, p.targets)
+        sampled = p.sampled[p.targets]  # (n,) the target rows that are sampled
+        if rows is None and rows_read_alone(alg, config, threshold):
             # no random draws: read every target row in one pass and keep the block's candidates
-            read = step_rows(raw, alg, config, sm_k=k, positions=targets, full_vocab=full_vocab, **kwargs)
-            return StepRows(read.tokens[sampled], read.confidence[sampled], read.feedback)
+            got = read(raw, p.targets)
+            return StepRows(got.tokens[sampled], got.confidence[sampled], got.feedback)
         rows = raw[sampled] if rows is None else rows
-        if self.full_logits or not bool(block_masked.any()):  # the sampled rows are not (all) raw rows
-            read = step_rows(rows, alg, config, **kwargs)
-            feedback = feedback_from_logits(raw, targets, k=k, full_vocab=full_vocab, chunk_size=rows_per_chunk(raw))
-            return StepRows(read.tokens, read.confidence, feedback)
+        if self.full_logits or not bool(p.sampled.any()):  # the sampled rows are not (all) raw rows
+            return read(rows)._replace(feedback=feedback_of(raw, p.targets))
         # Draws per row (sampling, `origin`): the block's rows alone, so that the draws match, then
         # the feedback of the others.
-        read = step_rows(rows, alg, config, sm_k=k, positions=block_masked, full_vocab=full_vocab, **kwargs)
-        others = targets & ~block_masked
-        if not bool(others.any()):
-            return read
-        rest = raw[~sampled]
-        feedback = feedback_from_logits(rest, others, k=k, full_vocab=full_vocab, chunk_size=rows_per_chunk(rest))
-        return StepRows(read.tokens, read.confidence, merge_feedback(read.feedback, feedback))
+        got, others = read(rows, p.sampled), p.targets & ~p.sampled
+        rest = feedback_of(raw[~sampled], others) if bool(others.any()) else None
+        return got._replace(feedback=SoftMaskFeedback.merge(got.feedback, rest))
 
-    def _commit(self, x, block_masked, read: StepRows, i: int, grid):
+    def _commit(self, x, p: PassPlan, read: StepRows):
         """Dream's unmasking inside the block (fixed steps, ReMDM counts) or threshold decoding."""
-        if grid is None:
-            return threshold_commit(x, block_masked, read, float(self.config.threshold))
-        num_masked = block_masked.sum(-1)  # (b,)
-        timesteps, probabilities = grid
+        if p.grid is None:
+            return threshold_commit(x, p.sampled, read, float(self.config.threshold))
+        num_masked = p.sampled.sum(-1)  # (b,)
+        (timesteps, probabilities), i = p.grid, p.step
         counts, transfer = tokens_to_unmask(num_masked, timesteps, i), transfer_probability(timesteps, i)
-        p = probabilities[i]
-        if p.remask > 0 or not self.plan.remasking.keeps_dream_alpha:  # ReMDM's count (sigma = 0: Dream's exactly)
-            counts, transfer = (num_masked.float() * p.unmask).long(), p.unmask
+        step = probabilities[i]
+        if step.remask > 0 or not self.plan.remasking.keeps_dream_alpha:  # ReMDM's count (sigma 0: Dream's exactly)
+            counts, transfer = (num_masked.float() * step.unmask).long(), step.unmask
             if i == len(probabilities) - 1:
                 counts = num_masked
         plan = StepPlan(counts=counts, transfer_prob=transfer, alg_temp=self.config.alg_temp, generator=self.generator)
-        return unmask_step(x, block_masked, read, self.algorithm, plan)
+        return unmask_step(x, p.sampled, read, self.algorithm, plan)
 
-    def _feedback_used(self, i: int, grid, global_step: int, one_block: bool) -> bool:
-        """Whether feedback from this pass can reach a pass with a nonzero SM schedule factor.
-
-        It serves the passes up to the next one that feeds back every mask (the next step with one
-        block, else the block's next refresh); with fixed steps, when the schedule gives 0 at all of
-        them, the pass skips the feedback and the store is cleared."""
-        if not self.config.soft_masking:
-            return False
-        if grid is None:  # threshold: per-row schedule, no fixed step count
-            return True
-        n, interval = len(grid[0]) - 1, self.plan.refresh_interval
-        refresh = n if interval is None else min(n, (i // interval + 1) * interval)  # block step of the next refresh
-        reach = 1 if one_block else refresh - i
-        return any(self._fixed_scale(global_step + d) != 0.0 for d in range(1, reach + 1))
-
-    def _store_feedback(self, x, targets, new: Optional[SoftMaskFeedback], every_mask: bool, used: bool) -> None:
-        """Keep this pass's feedback for the predicted positions that are (still or again) masked;
-        the other masks keep theirs (from the last pass that fed back every mask)."""
-        if not self.config.soft_masking:
-            return
-        masked = x == self.mask_id
-        if not used:
-            self.feedback = None
-        elif new is None:  # nothing this pass predicted stays masked
-            self.feedback = select_feedback(self.feedback, masked)
-        else:
-            new = select_feedback(new, targets & masked)
-            self.feedback = new if every_mask else merge_feedback(self.feedback, new, keep=masked)
-
-    def _fixed_scale(self, global_step: int) -> Optional[float]:
-        """The SM schedule factor at `global_step` with fixed steps; None with threshold (per row)."""
-        if self.config.threshold is not None:
-            return None
-        return schedule_factor(self.config.sm_schedule, global_step, self.config.steps, self.config.sm_threshold)
-
-    def _scaled_feedback(self, x, global_step: int) -> Optional[SoftMaskFeedback]:
-        """The stored feedback times the SM time schedule (None where the schedule gives 0)."""
-        if self.feedback is None or not self.config.soft_masking:
-            return None
-        scale = self._fixed_scale(global_step)
-        if scale is not None:
-            return None if scale == 0.0 else self.feedback.with_scale(scale)
-        generated = x[:, self.prompt_length:]
-        total = generated.shape[1]
-        decoded = (generated != self.mask_id).sum(-1).tolist()  # per row: f = decoded / N
-        scales = [schedule_factor(self.config.sm_schedule, d, total, self.config.sm_threshold) for d in decoded]
-        return None if max(scales) == 0.0 else self.feedback.with_scale(torch.tensor(scales))
+    def _remask(self, x, p: PassPlan):
+        """ReMDM: each remask candidate masked again with probability sigma_t of the step."""
+        if p.grid is None or p.grid[1][p.step].remask <= 0:
+            return x
+        return x.masked_fill(sample_remask(p.decoded, p.grid[1][p.step].remask, self.generator), self.mask_id)
 
 
 def denoise(model, x, attention_mask, prompt_length: int, config, tokens_hook=None, logits_hook=None,

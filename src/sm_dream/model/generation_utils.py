@@ -34,11 +34,11 @@ import torch
 from transformers import GenerationConfig
 from transformers.modeling_outputs import ModelOutput
 
-from .block_generation import FAST_DECODING_DEFAULTS
+from .blocks import FAST_DECODING_DEFAULTS
 from .configuration_sm_dream import SM_SCHEDULES, is_integer
 from .decoding_trace import SoftMaskTraceStep, render_decoding  # noqa: F401 (re-exported)
 from .denoising import denoise
-from .remasking import REMASKING_SCHEDULES, get_remasking_schedule
+from .remasking import REMASKING_SCHEDULES, get_remasking_schedule, remasks
 from .sampling import SAMPLING_DRAWS
 from .unmasking import UNMASKING_ALGORITHMS
 
@@ -131,7 +131,7 @@ class SoftMaskDreamGenerationConfig(GenerationConfig):
         for name, ok, fix in self._checks():
             if not ok:
                 raise ValueError(f"{name}={getattr(self, name, None)!r} is invalid: {fix}.")
-        if self.remasking not in (None, "none"):  # the schedule checks its own parameters by name
+        if remasks(self.remasking):  # the schedule checks its own parameters by name
             get_remasking_schedule(self.remasking, **self._remasking_params())
 
     def _checks(self):
@@ -174,7 +174,7 @@ class SoftMaskDreamGenerationConfig(GenerationConfig):
              "it must be a finite number >= 0 (e.g. 0.9) or None"),
             ("remasking", self.remasking is None or _name_in(self.remasking, REMASKING_SCHEDULES),
              f"choose one of {list(REMASKING_SCHEDULES)} or None"),
-            ("remasking", self.remasking in (None, "none") or self.threshold is None,
+            ("remasking", not remasks(self.remasking) or self.threshold is None,
              "ReMDM needs a time grid: use fixed steps (threshold=None)"),
         ]
 
@@ -241,8 +241,8 @@ def resolve_steps(config: SoftMaskDreamGenerationConfig, max_new_tokens: int, st
         steps = max_new_tokens
     else:
         steps = min(config.steps, max_new_tokens) if stored_default else config.steps
-    remasks = config.remasking not in (None, "none")  # ReMDM revises tokens: T >= N steps make sense
-    if steps > max_new_tokens and config.alg != "origin" and config.threshold is None and not remasks:
+    # ReMDM revises tokens: T >= N steps make sense
+    if steps > max_new_tokens and config.alg != "origin" and config.threshold is None and not remasks(config.remasking):
         raise ValueError(
             f"steps={steps} exceeds max_new_tokens={max_new_tokens} with alg={config.alg!r}: steps beyond one "
             "token each unmask nothing. Use steps <= max_new_tokens (nfe_budget <= 1) or alg='origin'."

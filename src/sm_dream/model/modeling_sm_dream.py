@@ -29,11 +29,13 @@ from .soft_masking import SoftMaskFeedback, SoftMaskParams, soft_masked_embeddin
 # Every other carried module, named here too: transformers 4.x copies into its module cache only the
 # files that the modeling file itself imports relatively (not their imports in turn), so a saved
 # checkpoint would fail to load there without these lines. tests/test_modeling.py keeps the list complete.
-from .block_generation import plan_blocks  # noqa: F401, E402
+from .blocks import plan_blocks  # noqa: F401, E402
 from .cache import make_kv_cache  # noqa: F401, E402
 from .decoding_trace import trace_step  # noqa: F401, E402
 from .denoising import denoise  # noqa: F401, E402
+from .logit_rows import step_rows  # noqa: F401, E402
 from .remasking import get_remasking_schedule  # noqa: F401, E402
+from .row_ops import row_topk  # noqa: F401, E402
 from .sampling import truncated_candidates  # noqa: F401, E402
 from .unmasking import get_unmasking_algorithm  # noqa: F401, E402
 

@@ -128,6 +128,11 @@ REMASKING_SCHEDULES: Dict[str, Type[RemaskingSchedule]] = {
 }
 
 
+def remasks(name: Optional[str]) -> bool:
+    """Whether `remasking=name` turns ReMDM on (None and "none" keep Dream's decoding)."""
+    return name not in (None, "none")
+
+
 def get_remasking_schedule(name: Optional[str], **params) -> RemaskingSchedule:
     """The schedule `name` (None = "none") built with `params` (eta, t_on, t_off, alpha_on)."""
     name = "none" if name is None else name

@@ -9,6 +9,8 @@ Dream's `sample_tokens` sorts every masked row (|V| = 152,064) to apply top-p, b
     candidates = truncated_candidates(logits, temperature, top_p, top_k)   ids (n, K) and probs (n, K)
     x0         = draw(candidates, temperature, generator)                  (n,) candidate columns
 
+`sample_tokens` is both in one call, with Dream's signature.
+
 The result is Dream's, exactly:
 - the same kept set: tokens sorted by logit (ties: lower id first) are dropped once the mass ranked
   before them exceeds top_p (at least one is kept); top-k keeps the tokens >= the k-th largest kept
@@ -32,7 +34,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from .soft_masking import row_topk
+from .row_ops import row_topk
 
 FIRST_K = 16  # partial top-k tried first: at temperature 0.1 a trained model's nucleus is a few tokens
 _BINS = 4096  # histogram bins over the logit range [max - _SPAN, max]
@@ -122,6 +124,26 @@ def draw(candidates: Candidates, temperature: float, generator: Optional[torch.G
         return scores.argmax(-1)
     best = scores.amax(-1, keepdim=True)  # (n, 1)
     return torch.where(scores == best, candidates.ids, candidates.vocab_size).argmin(-1)  # lowest id
+
+
+def sample_tokens(
+    logits: torch.Tensor,
+    temperature: float = 0.0,
+    top_p: Optional[float] = None,
+    top_k: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+):
+    """Dream's `sample_tokens` on float32 rows: candidate tokens and the distribution they came from.
+
+    logits / temperature (if > 0) -> top-p filter (if < 1) -> top-k filter (if set) -> probs =
+    softmax. With temperature > 0, x0 ~ Categorical(probs), drawn as `torch.multinomial` draws; else
+    x0 = argmax (first on ties). Returns x0 (n,) long and probs (n, V) float32: the tempered, truncated
+    distribution that Dream's confidences are computed from. The filters sort nothing;
+    a decoding step keeps the distribution as its candidates (`logit_rows.step_rows`).
+    """
+    temperature = temperature or 0.0
+    candidates = truncated_candidates(logits.float(), temperature, top_p, top_k)
+    return candidates.vocabulary_ids(draw(candidates, temperature, generator)), candidates.dense()
 
 
 def nucleus(z: torch.Tensor, top_p: float):

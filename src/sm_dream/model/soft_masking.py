@@ -15,8 +15,10 @@ The work is split in two so that one producer and one consumer exist:
 - `SoftMaskParams` holds the trainable w_s, w_a, w_b (stored raw, read mapped) and maps entropy to
   lambda; `soft_masked_embeddings` blends, and is called by the model inside its `forward` so that
   gradients reach the parameters and sharded (ZeRO-3) weights are gathered.
+- During decoding, `FeedbackStore` keeps the latest feedback of every masked position and applies
+  the time schedule; `SoftMaskFeedback` selects, windows and merges its own rows.
 
-This file is copied into every saved checkpoint: it imports only torch.
+This file is copied into every saved checkpoint: it imports only torch and its siblings.
 """
 
 from dataclasses import dataclass
@@ -25,6 +27,8 @@ from typing import Callable, Dict, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .row_ops import RowBuffers, raw_softmax, row_dot, row_topk, rows_per_chunk
 
 
 @dataclass
@@ -53,6 +57,73 @@ class SoftMaskFeedback:
         if self.scale is not None:
             scale = scale * self.scale
         return SoftMaskFeedback(self.positions, self.entropy, self.topk_ids, self.topk_probs, self.logits, scale)
+
+    def lam(self, params: "SoftMaskParams", rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """lambda applied at each row (or at the (n,) bool `rows`): params(entropy) times the row's `scale`."""
+        entropy = self.entropy if rows is None else self.entropy[rows]
+        lam = params(entropy)  # (m,) float32
+        if self.scale is not None:
+            batch_of_row = self.positions.nonzero()[:, 0]
+            lam = lam * self.scale.to(lam.device)[batch_of_row if rows is None else batch_of_row[rows]]
+        return lam
+
+    def select(self, keep: torch.Tensor) -> Optional["SoftMaskFeedback"]:
+        """The rows at positions inside `keep` ((b, l) bool); None if none is left.
+
+        Computing feedback for every predicted row and then selecting the ones still masked is cheaper
+        than copying their (n, V) logits first."""
+        positions = self.positions & keep
+        if not bool(positions.any()):
+            return None
+        if torch.equal(positions, self.positions):
+            return SoftMaskFeedback(positions, self.entropy, self.topk_ids, self.topk_probs, self.logits, self.scale)
+        rows = _row_index(self.positions)[positions]  # (n,), row-major order of the kept positions
+        logits = None if self.logits is None else self.logits[rows]
+        return SoftMaskFeedback(positions, self.entropy[rows], self.topk_ids[rows], self.topk_probs[rows], logits,
+                                self.scale)
+
+    def window(self, start: int, end: int) -> Optional["SoftMaskFeedback"]:
+        """The part for canvas columns [start, end), with positions of shape (b, end - start)."""
+        columns = torch.zeros_like(self.positions)
+        columns[:, start:end] = True
+        inside = self.select(columns)
+        if inside is not None:
+            inside.positions = inside.positions[:, start:end]  # row-major order within the window is unchanged
+        return inside
+
+    @staticmethod
+    def merge(old: Optional["SoftMaskFeedback"], new: Optional["SoftMaskFeedback"],
+              keep: Optional[torch.Tensor] = None) -> Optional["SoftMaskFeedback"]:
+        """Feedback at the union of both position sets (either may be None), restricted to `keep`
+        ((b, l) bool, optional); where both have a row, `new` wins. The result has no scale."""
+        if old is None or new is None:
+            merged = new if old is None else old
+            return merged if keep is None or merged is None else merged.select(keep)
+        positions = old.positions | new.positions  # (b, l)
+        if keep is not None:
+            positions = positions & keep
+        if not bool(positions.any()):
+            return None
+        old_rows, new_rows = _row_index(old.positions)[positions], _row_index(new.positions)[positions]  # (n,)
+        from_new = new_rows >= 0
+
+        def pick(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+            if a is None or b is None:
+                return None
+            out = a.new_empty((int(positions.sum()),) + tuple(a.shape[1:]))
+            out[from_new] = b[new_rows[from_new]]
+            out[~from_new] = a[old_rows[~from_new]]
+            return out
+
+        return SoftMaskFeedback(positions, pick(old.entropy, new.entropy), pick(old.topk_ids, new.topk_ids),
+                                pick(old.topk_probs, new.topk_probs), pick(old.logits, new.logits))
+
+
+def _row_index(positions: torch.Tensor) -> torch.Tensor:
+    """(b, l) long map: the feedback row of each position, -1 where there is none."""
+    index = torch.full(positions.shape, -1, dtype=torch.long, device=positions.device)
+    index[positions] = torch.arange(int(positions.sum()), device=positions.device)
+    return index
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -96,88 +167,11 @@ def feedback_from_logits(
     return feedback_from_parts(parts, positions, k, rows if full_vocab else None)
 
 
-def rows_per_chunk(rows: torch.Tensor, cache_bytes: int = 1 << 21) -> int:
-    """How many (V,)-rows to process at a time: on CPU a float32 chunk of about `cache_bytes` (2 MB)
-    stays in cache across the several passes of softmax / top-k / confidence (2-3x faster than
-    whole-matrix passes at V = 32k); on accelerators all rows at once."""
-    if rows.device.type != "cpu":
-        return max(1, rows.shape[0])
-    return max(1, cache_bytes // (4 * max(1, rows.shape[-1])))
-
-
-class RowBuffers:
-    """Three float32 (c, V) work buffers reused across the chunks of `rows`: fresh (rows, V)
-    temporaries per chunk cost more in page faults than the arithmetic itself.
-
-    `load(chunk)` returns (f, z, p) views of the chunk's size, f holding the chunk in float32 (the
-    one read of the logits; every later pass runs on cache-sized float32 rows)."""
-
-    def __init__(self, rows: torch.Tensor, chunk_size: int):
-        width = max(1, min(chunk_size, rows.shape[0]))
-        self._bufs = [torch.empty(width, rows.shape[-1], dtype=torch.float32, device=rows.device) for _ in range(3)]
-
-    def load(self, chunk: torch.Tensor):
-        f, z, p = (buf[: chunk.shape[0]] for buf in self._bufs)
-        f.copy_(chunk)
-        return f, z, p
-
-
-def raw_softmax(f: torch.Tensor, z: torch.Tensor, p: torch.Tensor, shift: Optional[torch.Tensor] = None):
-    """Softmax of float32 rows `f` with one exp per element, into the buffers z and p.
-
-    z = f - shift (default: the row max; floored at -1e30 so that 0 * z = 0 where f = -inf),
-    p = softmax(z) = exp(z) / S. Returns (z, p, log S) with log S = -log max_v p_v when the shift is
-    the row max (exp(0) / S is the largest p). Then log p = z - log S and the entropy is
-    log S - sum_v p_v z_v.
-    """
-    if shift is None:
-        shift = f.amax(-1, keepdim=True)  # (c, 1)
-    torch.sub(f, shift, out=z)
-    z.clamp_min_(-1e30)
-    torch.ops.aten._softmax.out(z, -1, False, out=p)  # torch.softmax into the buffer
-    return z, p, -p.amax(-1).log()
-
-
 def feedback_parts(z, p, log_total, k: int):
     """(entropy (c,), top-k ids (c, k), renormalised top-k weights (c, k)) of the rows of `raw_softmax`."""
     top_p, top_i = row_topk(p, k)  # (c, k)
     entropy = log_total - row_dot(p, z)  # H = -sum p log p = log S - sum p z
     return entropy, top_i, top_p / top_p.sum(-1, keepdim=True)
-
-
-def row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """sum_v a_v b_v per row of two (c, V) float32 matrices, without a (c, V) temporary on CPU."""
-    if a.device.type != "cpu":
-        return torch.linalg.vecdot(a, b)
-    return torch.stack([torch.dot(x, y) for x, y in zip(a, b)]) if a.shape[0] else a.new_zeros(0)
-
-
-_BLOCK = 256  # the block width of `row_topk`'s two-level search
-
-
-def row_topk(x: torch.Tensor, k: int):
-    """`x.topk(k, dim=-1)` of float32 (c, V) rows, fast for small k on CPU.
-
-    CPU `topk` and `argmax` over a long row run at a fraction of a vectorised max: here block maxima
-    (a vectorised max over blocks of 256) pick the k blocks that can hold the top k, and topk runs on
-    those k * 256 entries. With k = 1 the index is the first maximum, as `argmax` returns.
-    """
-    c, V = x.shape
-    if x.device.type != "cpu" or V < 64 * _BLOCK or k > 16:
-        return x.topk(k, dim=-1) if k > 1 else (x.amax(-1, keepdim=True), x.argmax(-1, keepdim=True))
-    head = V - V % _BLOCK
-    block_max = x[:, :head].reshape(c, head // _BLOCK, _BLOCK).amax(-1)  # (c, nb)
-    if head < V:
-        block_max = torch.cat([block_max, x[:, head:].amax(-1, keepdim=True)], dim=-1)
-    blocks = block_max.topk(k, dim=-1).indices if k > 1 else block_max.argmax(-1, keepdim=True)  # (c, k)
-    idx = (blocks.unsqueeze(-1) * _BLOCK + torch.arange(_BLOCK, device=x.device)).view(c, -1)  # (c, k * B)
-    inside = idx < V  # the last block may be short
-    values = x.gather(-1, idx.clamp_max(V - 1)).masked_fill(~inside, float("-inf"))
-    if k == 1:
-        pos = values.argmax(-1, keepdim=True)  # first maximum of the first block holding the maximum
-        return values.gather(-1, pos), idx.gather(-1, pos)
-    top, pos = values.topk(k, dim=-1)
-    return top, idx.gather(-1, pos)
 
 
 def feedback_from_parts(parts, positions: torch.Tensor, k: int, full_rows=None) -> SoftMaskFeedback:
@@ -257,10 +251,7 @@ def soft_masked_embeddings(
     where = feedback.positions & (input_ids == mask_token_id)  # (b, l)
     if not bool(keep.any()):
         return embeds
-    lam = params(feedback.entropy[keep])  # (m,) float32
-    if feedback.scale is not None:
-        batch_of_row = where.nonzero()[:, 0]
-        lam = lam * feedback.scale.to(lam.device)[batch_of_row]
+    lam = feedback.lam(params, keep)  # (m,) float32
     if feedback.logits is not None:
         pi = torch.softmax(feedback.logits[keep] / params.tau, dim=-1)  # (m, V)
         target = embed(pi).float()  # (m, d)
@@ -300,3 +291,67 @@ def schedule_factor(name: str, step: int, total_steps: int, threshold: float = 0
     if total_steps <= 0:
         raise ValueError(f"total_steps={total_steps} must be positive.")
     return float(SM_SCHEDULE_FUNCTIONS[name](step / total_steps, threshold))
+
+
+class FeedbackStore:
+    """The latest SM feedback of every masked position during one generation (`denoising.py`).
+
+    A pass that feeds back every mask (a block's refresh, every step of plain decoding) replaces the
+    store; the other passes merge theirs into it. A pass reads it times the time schedule
+    `sm_schedule`: f = step / steps with fixed steps, each row's decoded share of the N generated
+    tokens with `threshold`. With fixed steps a pass whose feedback only reaches passes where the
+    schedule gives 0 computes none (`needed`), and the store is cleared.
+    """
+
+    def __init__(self, config, prompt_length: int, refresh_interval: Optional[int]):
+        self.config, self.prompt_length, self.refresh_interval = config, prompt_length, refresh_interval
+        self.enabled = bool(config.soft_masking)
+        self.feedback: Optional[SoftMaskFeedback] = None
+
+    def needed(self, step: int, block_steps: Optional[int], global_step: int, one_block: bool) -> bool:
+        """Whether feedback from this pass (the block's `step` of `block_steps`, None with threshold)
+        can reach a pass with a nonzero schedule factor: the passes up to the next one that feeds back
+        every mask (the next step with one block, else the block's next refresh)."""
+        if not self.enabled:
+            return False
+        if block_steps is None:  # threshold: per-row schedule, no fixed step count
+            return True
+        interval = self.refresh_interval
+        refresh = block_steps if interval is None else min(block_steps, (step // interval + 1) * interval)
+        reach = 1 if one_block else refresh - step
+        return any(self._fixed_scale(global_step + d) != 0.0 for d in range(1, reach + 1))
+
+    def keep(self, x: torch.Tensor, targets: torch.Tensor, new: Optional[SoftMaskFeedback], replaces: bool,
+             used: bool) -> None:
+        """Keep this pass's feedback `new` (at `targets`) for the positions that are (still or again)
+        masked in `x`; the other masks keep theirs."""
+        if not self.enabled:
+            return
+        masked = x == self.config.mask_token_id
+        if not used:
+            self.feedback = None
+        elif new is None:  # nothing this pass predicted stays masked
+            self.feedback = None if self.feedback is None else self.feedback.select(masked)
+        else:
+            new = new.select(targets & masked)
+            self.feedback = new if replaces else SoftMaskFeedback.merge(self.feedback, new, keep=masked)
+
+    def read(self, x: torch.Tensor, global_step: int) -> Optional[SoftMaskFeedback]:
+        """The stored feedback times the schedule factor at `global_step` (None where it is 0)."""
+        if self.feedback is None or not self.enabled:
+            return None
+        scale = self._fixed_scale(global_step)
+        if scale is not None:
+            return None if scale == 0.0 else self.feedback.with_scale(scale)
+        config = self.config
+        generated = x[:, self.prompt_length:]
+        decoded = (generated != config.mask_token_id).sum(-1).tolist()  # per row: f = decoded / N
+        scales = [schedule_factor(config.sm_schedule, d, generated.shape[1], config.sm_threshold) for d in decoded]
+        return None if max(scales) == 0.0 else self.feedback.with_scale(torch.tensor(scales))
+
+    def _fixed_scale(self, global_step: int) -> Optional[float]:
+        """The schedule factor at `global_step` with fixed steps; None with threshold (per row)."""
+        config = self.config
+        if config.threshold is not None:
+            return None
+        return schedule_factor(config.sm_schedule, global_step, config.steps, config.sm_threshold)
