@@ -24,6 +24,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Dict, Optional
 
+from ..errors import positive_int
 from ..model.block_generation import FAST_DECODING_DEFAULTS
 from ..model.generation_utils import SoftMaskDreamGenerationConfig, resolve_steps
 
@@ -37,14 +38,6 @@ REQUEST_KEYS = ("until", "max_gen_toks", "max_new_tokens")
 NUMBERS = ("nfe_budget", "alg_temp", "temperature", "top_p", "sm_threshold")
 INTEGERS = ("max_new_tokens", "steps", "top_k", "sm_top_k", "seed")
 LENGTH_FOR_CHECKS = 1024  # a task length at which a budget's step count is checked before loading
-
-
-def positive_int(name: str, value, allow_none: bool = True) -> Optional[int]:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a positive integer.")
-    return int(value)
 
 
 def _check_types(settings: "GenerationSettings") -> None:
@@ -96,7 +89,7 @@ class GenerationSettings:
         _check_types(self)
         if self.steps is not None and self.nfe_budget is not None:
             raise ValueError(f"Give steps={self.steps} or nfe_budget={self.nfe_budget}, not both.")
-        positive_int("sm_top_k", self.sm_top_k)
+        positive_int("sm_top_k", self.sm_top_k, allow_none=True, whole_floats=True)
         length = self.max_new_tokens or LENGTH_FOR_CHECKS
         config = self.generation_config(length)
         config.validate()

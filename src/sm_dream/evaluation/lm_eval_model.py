@@ -38,7 +38,8 @@ from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
 from ..model.generation_utils import resolve_steps
-from .eval_settings import GenerationSettings, positive_int, request_overrides
+from ..errors import positive_int
+from .eval_settings import GenerationSettings, request_overrides
 from .lm_eval_distributed import DistributedLM
 
 logger = logging.getLogger(__name__)
@@ -53,12 +54,8 @@ def parse_batch_size(batch_size) -> int:
     """An integer batch size from lm-eval's `--batch_size` (int or str)."""
     if isinstance(batch_size, str) and batch_size.strip().isdigit():
         batch_size = int(batch_size)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(
-            f"batch_size={batch_size!r} is not supported: give a positive integer (no 'auto': the memory "
-            "of diffusion generation depends on each task's max_new_tokens)."
-        )
-    return batch_size
+    return positive_int("batch_size", batch_size, hint=" (no 'auto': the memory of diffusion generation "
+                        "depends on each task's max_new_tokens)")
 
 
 def check_model_path(name: str, value) -> None:
@@ -148,7 +145,7 @@ class SMDreamLM(DistributedLM):
             **{k: v for k, v in kwargs.items() if k in known}, extra={k: v for k, v in kwargs.items() if k not in known}
         )
         self.batch_size = parse_batch_size(batch_size)
-        self.max_length = positive_int("max_length", max_length)
+        self.max_length = positive_int("max_length", max_length, allow_none=True, whole_floats=True)
         if dtype not in ("auto", *DTYPES):
             raise ValueError(f"dtype={dtype!r} is unknown; choose one of {['auto', *DTYPES]}.")
         for name, value in (("pretrained", pretrained), ("peft", peft), ("tokenizer", tokenizer)):
