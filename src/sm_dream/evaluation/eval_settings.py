@@ -94,7 +94,16 @@ class GenerationSettings:
         config = self.generation_config(length)
         config.validate()
         if self.nfe_budget is not None or self.max_new_tokens is not None:
-            resolve_steps(config, length)  # e.g. nfe_budget=2 with a count-based alg
+            try:
+                resolve_steps(config, length)  # e.g. nfe_budget=2 with a count-based alg
+            except ValueError as err:
+                if self.max_new_tokens is not None:
+                    raise
+                # Each task has its own length: quote the rule, not a made-up length's step count.
+                raise ValueError(
+                    f"nfe_budget={self.nfe_budget:g} gives {self.nfe_budget:g} denoising steps per new token, more "
+                    f"than one with alg={self.alg!r}: steps beyond one per token unmask nothing. Use nfe_budget "
+                    "<= 1 or alg='origin'.") from err
 
     def generation_config(self, max_new_tokens: int) -> SoftMaskDreamGenerationConfig:
         """The model's generation config for these settings and a task of `max_new_tokens` tokens."""

@@ -38,7 +38,7 @@ from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
 from ..model.generation_utils import resolve_steps
-from ..errors import positive_int
+from ..errors import UserError, as_user_error, check_local_model_path, positive_int
 from .eval_settings import GenerationSettings, request_overrides
 from .lm_eval_distributed import DistributedLM
 
@@ -62,6 +62,7 @@ def check_model_path(name: str, value) -> None:
     """Fail now, naming the argument, for a path that does not exist and is no Hub id ("org/name")."""
     if value is None or os.path.exists(os.path.expanduser(str(value))):
         return
+    check_local_model_path(name, value)  # ./x, /x, ~/x: a missing folder, not a malformed Hub id
     if not HUB_ID.fullmatch(str(value)) or str(value).startswith("."):
         raise ValueError(f"{name}={str(value)!r} is neither an existing path nor a Hub id like 'org/name'.")
 
@@ -141,16 +142,16 @@ class SMDreamLM(DistributedLM):
             raise ValueError("pretrained is required: "
                              "a local model folder or a Hub id (e.g. Dream-org/Dream-v0-Instruct-7B).")
         known = set(GenerationSettings.__dataclass_fields__) - {"extra"}
-        self.settings = GenerationSettings(
-            **{k: v for k, v in kwargs.items() if k in known}, extra={k: v for k, v in kwargs.items() if k not in known}
-        )
-        self.batch_size = parse_batch_size(batch_size)
-        self.max_length = positive_int("max_length", max_length, allow_none=True, whole_floats=True)
-        if dtype not in ("auto", *DTYPES):
-            raise ValueError(f"dtype={dtype!r} is unknown; choose one of {['auto', *DTYPES]}.")
-        for name, value in (("pretrained", pretrained), ("peft", peft), ("tokenizer", tokenizer)):
-            check_model_path(name, value)
-        pretrained, peft = resolve_checkpoint(pretrained, peft)
+        with as_user_error():  # --model_args checks, before anything loads
+            self.settings = GenerationSettings(**{k: v for k, v in kwargs.items() if k in known},
+                                               extra={k: v for k, v in kwargs.items() if k not in known})
+            self.batch_size = parse_batch_size(batch_size)
+            self.max_length = positive_int("max_length", max_length, allow_none=True, whole_floats=True)
+            if dtype not in ("auto", *DTYPES):
+                raise ValueError(f"dtype={dtype!r} is unknown; choose one of {['auto', *DTYPES]}.")
+            for name, value in (("pretrained", pretrained), ("peft", peft), ("tokenizer", tokenizer)):
+                check_model_path(name, value)
+            pretrained, peft = resolve_checkpoint(pretrained, peft)
         if (tokenizer is None and peft
                 and os.path.isfile(os.path.join(os.path.expanduser(str(peft)), "tokenizer_config.json"))):
             tokenizer = peft  # a training output folder carries the run's tokenizer
@@ -267,11 +268,14 @@ class SMDreamLM(DistributedLM):
             gen_kwargs = dict(request.args[1])
             until = gen_kwargs.get("until") or []
             until = [until] if isinstance(until, str) else list(until)
-            settings = self._request_settings(gen_kwargs, settings_by_key)
             length = self._task_length(gen_kwargs)
-            config = settings.generation_config(length)
-            config.validate()
-            resolve_steps(config, length)  # e.g. steps=512 for a task of 256 tokens with a count-based alg
+            try:
+                settings = self._request_settings(gen_kwargs, settings_by_key)
+                config = settings.generation_config(length)
+                config.validate()
+                resolve_steps(config, length)  # e.g. steps=512 for a task of 256 tokens with a count-based alg
+            except ValueError as err:  # the settings are the user's: name the task and the length it uses
+                raise UserError(f"task {request.task_name} (max_gen_toks={length}): {err}") from err
             groups[(tuple(until), length, id(settings))].append(i)
         by_id = {id(s): s for s in settings_by_key.values()}
         lengths = {i: len(requests[i].args[0]) for i in range(len(requests))}

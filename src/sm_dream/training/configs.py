@@ -291,7 +291,7 @@ def parse_args(argv=None, defaults: Optional[dict] = None, prog: str = "sm-dream
     valid = {f.name for cls in ARGUMENT_CLASSES for f in fields(cls) if f.init}
     unknown = sorted(set(values) - valid)
     if unknown:
-        hint = "; ".join(f"{k}:{did_you_mean(k, valid)[1:-1]}" for k in unknown if did_you_mean(k, valid))
+        hint = "; ".join(f"{k}: {did_you_mean(k, valid)[2:-1]}" for k in unknown if did_you_mean(k, valid))
         raise ValueError(f"{known.config or 'defaults'}: unknown keys {unknown}{' (' + hint + ')' if hint else ''}; "
                          "see `--help` for the valid keys.")
     parser.set_defaults(**check_recipe_types(values, parser, known.config or "defaults"))
@@ -300,8 +300,8 @@ def parse_args(argv=None, defaults: Optional[dict] = None, prog: str = "sm-dream
     except ValueError as err:
         where = _origin(str(err), values, rest, known.config)
         if "bf16" not in str(err):
-            raise ValueError(f"{err}{where}") from None
-        raise ValueError(f"{err}{where}\n{known.config or 'This run'} asks for bf16 on a machine without a GPU that "
+            raise ValueError(f"{where}{err}") from None
+        raise ValueError(f"{where}{err}\n{known.config or 'This run'} asks for bf16 on a machine without a GPU that "
                          "supports it: for a CPU run use recipes/tiny/sft_sm_tiny.yaml, or pass --bf16 false "
                          "--use_cpu true.") from None
     if remaining:
@@ -321,15 +321,15 @@ def unknown_flag_message(remaining: List[str], valid) -> str:
 
 
 def _origin(message: str, values: dict, cli: List[str], config: Optional[str]) -> str:
-    """' (from --KEY on the command line)' / ' (from KEY in RECIPE.yaml)' for the first `KEY=` in a
-    dataclass check's message, or ''."""
+    """'--KEY on the command line: ' / 'RECIPE.yaml: ' for the first `KEY=` of a dataclass check's
+    message, or ''."""
     import re
 
     for key in re.findall(r"(\w+)=", message):
         if any(a == f"--{key}" or a.startswith(f"--{key}=") for a in cli):
-            return f" (from --{key} on the command line)"
+            return f"--{key} on the command line: "
         if key in values and config:
-            return f" (from {key} in {config})"
+            return f"{config}: "
     return ""
 
 
