@@ -20,8 +20,9 @@ or a task's `generation_kwargs`) override them per request: `temperature`, `top_
 warning that names the values in use. Other keys are refused (see `request_overrides`).
 """
 
+import copy
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, Optional
 
 from ..errors import positive_int
@@ -78,8 +79,9 @@ class GenerationSettings:
     def __post_init__(self):
         self.validate()
 
-    def validate(self) -> None:
-        """Raise `ValueError` naming the first argument that cannot work (see the module docstring)."""
+    def validate(self, task_length: Optional[int] = None) -> None:
+        """Raise `ValueError` naming the first argument that cannot work (see the module docstring);
+        `task_length`: the length of the task these settings generate for, when known."""
         unknown = sorted(set(self.extra) - set(PASS_THROUGH_GENERATION_ARGS))
         if unknown:
             raise ValueError(
@@ -90,14 +92,14 @@ class GenerationSettings:
         if self.steps is not None and self.nfe_budget is not None:
             raise ValueError(f"Give steps={self.steps} or nfe_budget={self.nfe_budget}, not both.")
         positive_int("sm_top_k", self.sm_top_k, allow_none=True, whole_floats=True)
-        length = self.max_new_tokens or LENGTH_FOR_CHECKS
+        length = self.max_new_tokens or task_length or LENGTH_FOR_CHECKS
         config = self.generation_config(length)
         config.validate()
         if self.nfe_budget is not None or self.max_new_tokens is not None:
             try:
                 resolve_steps(config, length)  # e.g. nfe_budget=2 with a count-based alg
             except ValueError as err:
-                if self.max_new_tokens is not None:
+                if self.max_new_tokens is not None or task_length is not None:
                     raise
                 # Each task has its own length: quote the rule, not a made-up length's step count.
                 raise ValueError(
@@ -126,9 +128,9 @@ class GenerationSettings:
         kwargs.update(self.extra)
         return kwargs
 
-    def with_overrides(self, overrides: Dict[str, Any]) -> "GenerationSettings":
-        """These settings with a request's overrides (validated; a new `steps` drops the budget and
-        vice versa)."""
+    def with_overrides(self, overrides: Dict[str, Any], task_length: Optional[int] = None) -> "GenerationSettings":
+        """These settings with a request's overrides (validated for a task of `task_length` tokens; a
+        new `steps` drops the budget and vice versa)."""
         if not overrides:
             return self
         known = {k: v for k, v in overrides.items() if k in SETTING_NAMES}
@@ -137,7 +139,11 @@ class GenerationSettings:
             known["nfe_budget"] = None
         if "nfe_budget" in known and "steps" not in known:
             known["steps"] = None
-        return replace(self, **known, extra=extra)
+        changed = copy.copy(self)  # not `replace`: its __post_init__ would check at a made-up length
+        for key, value in {**known, "extra": extra}.items():
+            setattr(changed, key, value)
+        changed.validate(task_length)
+        return changed
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)

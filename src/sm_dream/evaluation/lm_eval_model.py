@@ -249,11 +249,12 @@ class SMDreamLM(DistributedLM):
         return int(gen_kwargs.get("max_gen_toks") or gen_kwargs.get("max_new_tokens") or DEFAULT_MAX_GEN_TOKS)
 
     def _request_settings(self, gen_kwargs: dict, cache: dict) -> GenerationSettings:
-        """The settings of one request: the model args with its gen_kwargs overrides (validated)."""
+        """The settings of one request: the model args with its gen_kwargs overrides (validated at the
+        task's length)."""
         overrides = request_overrides(gen_kwargs)
-        key = json.dumps(overrides, sort_keys=True, default=str)
+        key = json.dumps([overrides, self._task_length(gen_kwargs)], sort_keys=True, default=str)
         if key not in cache:
-            cache[key] = self.settings.with_overrides(overrides)
+            cache[key] = self.settings.with_overrides(overrides, self._task_length(gen_kwargs))
             if overrides:
                 logger.warning("gen_kwargs %s override the model args: generating with %s.", overrides,
                                {k: getattr(cache[key], k, cache[key].extra.get(k)) for k in overrides})
