@@ -11,7 +11,7 @@ import pytest
 
 from sm_dream import errors
 from sm_dream.errors import UserError, did_you_mean, positive_int
-from sm_dream.evaluation.eval_settings import GenerationSettings
+from sm_dream.evaluation.eval_settings import GenerationSettings, slow_path_warning
 from sm_dream.training import finetune
 from sm_dream.training.configs import cost_warnings, gradient_accumulation_for, parse_args
 
@@ -163,6 +163,16 @@ def test_costly_settings_warn():
         "warning: tiny: true keeps Dream's full vocabulary (152064 tokens), so at max_length=1024 the output "
         "layer and its loss take most of each step; use max_length <= 512 for a quick run."]
     assert cost_warnings(*parse_args(["--config", str(TINY)])) == []
+
+
+def test_greedy_with_top_p_or_top_k_warns_that_they_only_cost_speed():
+    assert slow_path_warning(GenerationSettings(temperature=0.0)) == (
+        "temperature=0 is greedy: it ignores top_p=0.9, which still turns off the fast greedy path; "
+        "pass top_p=1.0 (and no top_k) with temperature=0.")
+    assert "ignores top_p=0.5 and top_k=4, which still turn off" in slow_path_warning(
+        GenerationSettings(temperature=0.0, top_p=0.5, top_k=4))
+    assert slow_path_warning(GenerationSettings(temperature=0.0, top_p=1.0)) is None
+    assert slow_path_warning(GenerationSettings()) is None  # sampling: top_p applies
 
 
 def test_recipes_go_offline_when_the_hub_does_not_answer(monkeypatch, capsys):

@@ -152,6 +152,20 @@ class GenerationSettings:
 SETTING_NAMES = frozenset(f.name for f in fields(GenerationSettings)) - {"extra"}
 
 
+def slow_path_warning(settings: GenerationSettings) -> Optional[str]:
+    """A line for temperature 0 with top_p < 1 or top_k: greedy ignores them, and they turn off the
+    greedy path of shared reductions (docs/generation.md), so the run is slower for nothing."""
+    if settings.temperature != 0:
+        return None
+    ignored = [f"{name}={value}" for name, value in (("top_p", settings.top_p), ("top_k", settings.top_k))
+               if value is not None and not (name == "top_p" and value >= 1.0)]
+    if not ignored:
+        return None
+    return (f"temperature=0 is greedy: it ignores {' and '.join(ignored)}, which still turn"
+            f"{'s' if len(ignored) == 1 else ''} off the fast greedy path; pass top_p=1.0 (and no top_k) "
+            "with temperature=0.")
+
+
 def request_overrides(gen_kwargs: Dict[str, Any]) -> Dict[str, Any]:
     """The generation-setting overrides in a request's gen_kwargs (`--gen_kwargs` merged into the
     task's `generation_kwargs`); `do_sample=false` means greedy (temperature 0). Raises for keys that

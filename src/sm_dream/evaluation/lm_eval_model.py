@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from ..model.generation_utils import resolve_steps
 from ..errors import UserError, as_user_error, check_local_model_path, positive_int
-from .eval_settings import GenerationSettings, request_overrides
+from .eval_settings import GenerationSettings, request_overrides, slow_path_warning
 from .lm_eval_distributed import DistributedLM
 
 logger = logging.getLogger(__name__)
@@ -158,6 +158,11 @@ class SMDreamLM(DistributedLM):
         super().__init__(device)
         self.pretrained, self.peft = str(pretrained), peft
         torch_dtype = DTYPES.get(dtype) or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        if self.device.type == "cpu" and torch_dtype != torch.float32:
+            logger.warning("dtype=%s on CPU: PyTorch emulates half-precision matmuls there, several times slower "
+                           "than float32; pass dtype=float32 (or dtype=auto) for a CPU run.", dtype)
+        if slow_path_warning(self.settings):
+            logger.warning(slow_path_warning(self.settings))
         try:
             self.model = self._load_model(pretrained, peft, bool(merge_peft), revision, torch_dtype)
         except OSError as error:
@@ -255,6 +260,8 @@ class SMDreamLM(DistributedLM):
         key = json.dumps([overrides, self._task_length(gen_kwargs)], sort_keys=True, default=str)
         if key not in cache:
             cache[key] = self.settings.with_overrides(overrides, self._task_length(gen_kwargs))
+            if overrides and slow_path_warning(cache[key]):
+                logger.warning(slow_path_warning(cache[key]))
             if overrides:
                 logger.warning("gen_kwargs %s override the model args: generating with %s.", overrides,
                                {k: getattr(cache[key], k, cache[key].extra.get(k)) for k in overrides})
