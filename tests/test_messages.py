@@ -64,6 +64,14 @@ def test_cli_flag_typo_names_the_closest_flag():
     assert "Traceback" not in out.stderr and "not used by the HfArgumentParser" not in out.stderr
 
 
+def test_bad_flag_value_gets_the_short_usage_not_every_trainer_flag():
+    out = recipe("--max_steps", "four")
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        "usage: finetune_dream_coder.py --config RECIPE.yaml [--KEY VALUE ...]",
+        "finetune_dream_coder.py: error: argument --max_steps/--max-steps: invalid int value: 'four'"]
+
+
 def test_missing_local_model_path_is_not_called_a_bad_hub_id():
     out = recipe("--tiny", "false", "--model_name_or_path", "./no/such/model")
     assert out.returncode == 2

@@ -25,7 +25,7 @@ from transformers.hf_argparser import string_to_bool
 from ..errors import did_you_mean, positive_int
 from .adapters import DEFAULT_LORA_TARGETS, SM_LEARNING_RATE
 from .mixture import DataSource
-from .recipe_help import print_help
+from .recipe_help import USAGE, print_help
 
 
 
@@ -281,7 +281,8 @@ def parse_args(argv=None, defaults: Optional[dict] = None, prog: str = "sm-dream
     pre.add_argument("-h", "--help", action="store_true")
     pre.add_argument("--help-all", action="store_true")
     known, rest = pre.parse_known_args(argv)
-    parser = HfArgumentParser(ARGUMENT_CLASSES)
+    # The short usage: argparse would print every TrainingArguments flag (11 kB) above a bad value's line.
+    parser = HfArgumentParser(ARGUMENT_CLASSES, prog=prog, usage=USAGE.format(prog=prog).removeprefix("usage: "))
     if known.help or known.help_all:
         print_help(parser, ARGUMENT_CLASSES, full=known.help_all, prog=prog)
         raise SystemExit(0)
