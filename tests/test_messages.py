@@ -120,6 +120,15 @@ def test_sm_dream_export_of_a_missing_run(tmp_path):
     assert line.startswith("sm-dream: error: ") and "nope" in line
 
 
+def test_sm_dream_eval_missing_model_folder():
+    out = run(VENV_BIN / "sm-dream-eval", "--model", "sm_dream", "--model_args", "pretrained=./no/such/model",
+              "--tasks", "gsm8k_instruct_smd", "--device", "cpu", env={**ENV, "SM_DREAM_LM_EVAL_TASKS": "sm_dream"})
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert error_lines(out.stderr) == [
+        "error: pretrained='./no/such/model': model path ./no/such/model does not exist (no such folder); "
+        "give an existing folder or a Hub id like 'org/name'."]
+
+
 # ------------------------------------------------------------------ in-process checks
 def test_did_you_mean_and_positive_int_are_the_shared_rules():
     assert did_you_mean("lerning_rate", ["learning_rate", "seed"]) == " (did you mean 'learning_rate'?)"
@@ -211,6 +220,14 @@ def test_quick_replication_report_says_it_is_a_pipeline_check():
 
     assert report.is_quick({"command": "python recipes/replicate_small.py --quick"})
     assert not report.is_quick({"command": "python recipes/replicate_small.py"})
+    from test_replication import _fake_results  # a results dict with known values
+
+    results = _fake_results()
+    assert report.QUICK_NOTE not in report.markdown_report(results)
+    quick = report.markdown_report({**results, "command": "python recipes/replicate_small.py --quick"})
+    assert quick.splitlines()[2] == (
+        "**Pipeline check (`--quick`): a few steps on a tiny model, to show that every stage runs. Its numbers "
+        "support no claim about soft-masking; `make replicate` gives the comparison.**")
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")
     from matplotlib.figure import Figure

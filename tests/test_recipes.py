@@ -138,6 +138,7 @@ def test_tiny_recipe_end_to_end_with_malformed_rows(tmp_path):
     assert "sm_dream importable: False" in proc.stdout and "4 forward passes" not in proc.stdout
     assert f"w_s={trained['sm/w_s']:.4f}" in proc.stdout, (proc.stdout, trained)
     assert "generated: " in proc.stdout
+    assert "note: this is a tiny model (hidden size 32, 2 layers) from random weights" in proc.stdout  # not a result
 
 
 def _run_tiny(out: Path, launcher, *extra, env=None, timeout=900):
