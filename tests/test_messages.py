@@ -175,8 +175,8 @@ def test_budget_error_of_a_request_names_the_task_and_its_length(monkeypatch):
 def test_costly_settings_warn():
     data, training, model = parse_args(["--config", str(TINY), "--bf16", "true", "--max_length", "1024"])
     assert cost_warnings(data, training, model) == [
-        "warning: bf16=true on CPU: PyTorch emulates bf16 matmuls there, several times slower than float32 "
-        "(about 4.5x on the tiny recipe); pass --bf16 false for a CPU run.",
+        "warning: bf16=true on CPU: PyTorch emulates bf16 matmuls there, slower than float32 "
+        "(2.1x on the tiny recipe); pass --bf16 false for a CPU run.",
         "warning: tiny: true keeps Dream's full vocabulary (152064 tokens), so at max_length=1024 the output "
         "layer and its loss take most of each step; use max_length <= 512 for a quick run."]
     assert cost_warnings(*parse_args(["--config", str(TINY)])) == []

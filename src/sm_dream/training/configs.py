@@ -341,8 +341,8 @@ def cost_warnings(data_args, training_args, model_args) -> List[str]:
     out = []
     half = "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else None
     if half and (training_args.use_cpu or not torch.cuda.is_available()):
-        out.append(f"warning: {half}=true on CPU: PyTorch emulates {half} matmuls there, several times slower "
-                   f"than float32 (about 4.5x on the tiny recipe); pass --{half} false for a CPU run.")
+        out.append(f"warning: {half}=true on CPU: PyTorch emulates {half} matmuls there, slower than "
+                   f"float32 (2.1x on the tiny recipe); pass --{half} false for a CPU run.")
     if model_args.tiny and (data_args.max_length or data_args.max_context_tokens) > 512:
         length = data_args.max_length or data_args.max_context_tokens
         out.append(f"warning: tiny: true keeps Dream's full vocabulary (152064 tokens), so at max_length={length} "
