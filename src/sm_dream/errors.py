@@ -108,11 +108,11 @@ def looks_like_local_path(name: str) -> bool:
             or (os.sep != "/" and os.sep in text))
 
 
-def check_local_model_path(field: str, name, where: str = "") -> None:
+def check_local_model_path(field: str, name) -> None:
     """`UserError` for a name that looks like a local path (see above) and does not exist, distinct
     from a malformed Hub id."""
     if name is None or not looks_like_local_path(name):
         return
     if not os.path.exists(os.path.expanduser(str(name))):
-        raise UserError(f"{field}={str(name)!r}{where}: model path {name} does not exist (no such folder); "
+        raise UserError(f"{field}={str(name)!r}: model path {name} does not exist (no such folder); "
                         "give an existing folder or a Hub id like 'org/name'.")
