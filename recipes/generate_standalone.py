@@ -17,6 +17,9 @@ import torch  # noqa: E402
 from transformers import AutoModel, AutoTokenizer  # noqa: E402
 
 
+TINY_HIDDEN_SIZE = 256  # narrower than any released Dream (3584 / 4096): the random tiny model
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model_dir")
@@ -39,6 +42,10 @@ def main(argv=None) -> None:
     print(f"SM parameters: w_s={sm.w_s.item():.4f} w_a={sm.w_a.item():.3f} w_b={sm.w_b.item():.3f}; "
           f"{out.nfe} forward passes")
     print(f"prompt: {args.prompt!r}\ngenerated: {text!r}")
+    if model.config.hidden_size < TINY_HIDDEN_SIZE:
+        print(f"note: this is a tiny model (hidden size {model.config.hidden_size}, {model.config.num_hidden_layers} "
+              "layers) from random weights and a few training steps: gibberish is expected. The demo checks the "
+              "pipeline (train, merge, load without sm_dream, generate), not answer quality.")
 
 
 if __name__ == "__main__":

@@ -101,6 +101,8 @@ def test_metadata_and_model_args_accept_json_and_name_bad_json():
         sweep.parse_model_args('{"gsm8k_file": }', "--metadata")
 
 
-def test_sweep_rejects_bad_budgets(tmp_path):
-    with pytest.raises(ValueError, match=r"--nfe_budgets \[0.0\]"):
+def test_sweep_rejects_bad_budgets(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
         sweep.main(["--model_args", "pretrained=x", "--nfe_budgets", "0", "--output_dir", str(tmp_path)])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == "error: --nfe_budgets [0.0]: every budget must be > 0 (e.g. 0.25 0.5 1).\n"

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -137,6 +138,7 @@ def test_tiny_recipe_end_to_end_with_malformed_rows(tmp_path):
     assert "sm_dream importable: False" in proc.stdout and "4 forward passes" not in proc.stdout
     assert f"w_s={trained['sm/w_s']:.4f}" in proc.stdout, (proc.stdout, trained)
     assert "generated: " in proc.stdout
+    assert "note: this is a tiny model (hidden size 32, 2 layers) from random weights" in proc.stdout  # not a result
 
 
 def _run_tiny(out: Path, launcher, *extra, env=None, timeout=900):
@@ -391,7 +393,7 @@ def test_overwrite_output_dir_starts_afresh(tmp_path):
     assert plan_run(str(run), {"p_sm": 0.5, "logging_steps": 3, "output_dir": "elsewhere"}) == RunPlan("fresh")
 
 
-def test_exports_carry_model_cards_and_refuse_to_replace_another_model(finished_run, tmp_path):
+def test_exports_carry_model_cards_and_refuse_to_replace_another_model(finished_run, tmp_path, capsys):
     import shutil
 
     from sm_dream.cli import main as cli
@@ -411,8 +413,11 @@ def test_exports_carry_model_cards_and_refuse_to_replace_another_model(finished_
     other = tmp_path / "other"
     other.mkdir()
     (other / "config.json").write_text("{}")
-    with pytest.raises(SystemExit, match=f"export folder {other} already holds files .* pass --overwrite"):
+    with pytest.raises(SystemExit) as stop:
         cli(["export", str(finished_run), str(other)])
+    assert stop.value.code == 2  # one `sm-dream: error:` line on stderr
+    assert re.search(f"sm-dream: error: export folder {other} already holds files .* pass --overwrite",
+                     capsys.readouterr().err)
     moved = tmp_path / "moved"  # the run folder moved: its adapter config names the old base_model/ path
     shutil.copytree(finished_run, moved, ignore=shutil.ignore_patterns("merged"))
     config = json.loads((moved / "adapter_config.json").read_text())
@@ -420,8 +425,9 @@ def test_exports_carry_model_cards_and_refuse_to_replace_another_model(finished_
                                                            "base_model_name_or_path": "/gone/run/base_model"}))
     cli(["export", str(moved), str(tmp_path / "m0")])  # the tiny base moved with the run: found there
     shutil.rmtree(moved / "base_model")
-    with pytest.raises(SystemExit, match=r"was the run folder moved\?.*--base_model"):
+    with pytest.raises(SystemExit) as stop:
         cli(["export", str(moved), str(tmp_path / "m1")])
+    assert stop.value.code == 2 and re.search(r"was the run folder moved\?.*--base_model", capsys.readouterr().err)
     cli(["export", str(moved), str(other), "--base_model", base, "--overwrite"])
     assert yaml.safe_load((other / "README.md").read_text().split("---")[1])["sm_dream_source"] == str(moved)
     cli(["export", str(moved), str(other), "--base_model", base])  # the same run again: allowed

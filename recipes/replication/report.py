@@ -176,12 +176,30 @@ def corpus_section(name: str, corpus: Dict, args: Dict) -> List[str]:
     return lines
 
 
+QUICK_NOTE = ("**Pipeline check (`--quick`): a few steps on a tiny model, to show that every stage runs. "
+              "Its numbers support no claim about soft-masking; `make replicate` gives the comparison.**")
+MIN_SPAN = {"nll": 0.02, "accuracy": 0.1}  # smallest y-range of a difference panel (nats/token; accuracy)
+
+
+def is_quick(results: Dict) -> bool:
+    """A `--quick` run (a pipeline check), from its results."""
+    return bool(results.get("quick")) or "--quick" in str(results.get("command", "")).split()
+
+
+def _min_span(ax, span: float) -> None:
+    """Widen the y-axis to at least `span` around 0 (matplotlib would otherwise zoom differences of
+    1e-7, float noise between two identical arms, into a full-height spike)."""
+    low, high = ax.get_ylim()
+    ax.set_ylim(min(low, -span / 2), max(high, span / 2))
+
+
 def markdown_report(results: Dict) -> str:
     args, timing = results["args"], results["timing"]
     versions = results.get("versions", {})
     load = results.get("load_average")
     head = [
         "# Small replication: soft-masking vs binary masking", "",
+        *([QUICK_NOTE, ""] if is_quick(results) else []),
         f"Command: `{results.get('command', 'recipes/replicate_small.py')}`", "",
         f"Model: Dream architecture, hidden {args['hidden_size']}, {args['num_hidden_layers']} layers. Pretraining "
         f"{args['pretrain_steps']} steps (binary), then {args['continue_steps']} steps per arm, batch "
@@ -247,6 +265,7 @@ def _plot_heldout_delta(ax, name: str, corpus: Dict, args: Dict) -> None:
     ax.errorbar([statistics.fmean(final_steps)], [est], yerr=[[est - low], [high - est]], fmt="s", color="k",
                 capsize=3, label=f"final (steps {final_steps[0]}-{final_steps[-1]}), 95% CI")
     ax.axhline(0.0, color="gray", lw=0.8)
+    _min_span(ax, MIN_SPAN["nll"])
     ax.set(title=f"held-out NLL minus the binary arm's: {name}", xlabel="continuation step")
     ax.legend(fontsize=7)
 
@@ -261,6 +280,7 @@ def _plot_generation(ax, corpus: Dict, args: Dict) -> None:
         ax.errorbar([i + 0.15], [est], yerr=[[est - low], [high - est]], fmt="s", color="k", capsize=3,
                     label="mean, 95% CI" if i == 0 else None)
     ax.axhline(0.0, color="gray", lw=0.8)
+    _min_span(ax, MIN_SPAN["nll"])
     ax.set_xticks(range(len(budgets)), [budget_label(b) for b in budgets])
     ax.set(title="stdlib: generation NLL, SM arm minus binary arm", xlabel="NFE budget (steps / new tokens)")
     ax.legend(fontsize=7)
@@ -285,6 +305,7 @@ def _plot_task(ax_acc, ax_diff, corpus: Dict, args: Dict) -> None:
         ax.set(xlabel="NFE budget (steps / new tokens)")
         ax.legend(fontsize=7)
     ax_diff.axhline(0.0, color="gray", lw=0.8)
+    _min_span(ax_diff, MIN_SPAN["accuracy"])
     ax_acc.set(title="structured: exact-match accuracy, 95% CI")
     ax_diff.set(title="structured: accuracy, SM arm minus binary arm")
 
@@ -315,7 +336,8 @@ def plot_report(results: Dict, path: Path) -> None:
         _plot_task(next(panels), next(panels), corpora["structured"], args)
     for ax in panels:
         ax.set_visible(False)
-    fig.suptitle(f"Soft-masking vs binary masking, {len(args['seeds'])} seed(s): curves = mean over seeds, "
+    fig.suptitle(("PIPELINE CHECK (--quick), NO CLAIMS. " if is_quick(results) else "")
+                 + f"Soft-masking vs binary masking, {len(args['seeds'])} seed(s): curves = mean over seeds, "
                  "bars = 95% bootstrap intervals over items and seeds")
     fig.savefig(path, dpi=90)
 

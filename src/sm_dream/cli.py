@@ -12,8 +12,11 @@ model card (README.md). It refuses to replace a different model in the target fo
 """
 
 import argparse
+import os
 import sys
 from typing import Callable, Dict, List, Optional
+
+from .errors import DEBUG_ENV, UserError, as_user_error, did_you_mean, debug_requested, strip_debug, user_errors
 
 
 def train(argv: List[str]) -> None:
@@ -34,11 +37,9 @@ def export(argv: List[str]) -> None:
     args = parser.parse_args(argv)
     from .training.export import export_standalone
 
-    try:
+    with as_user_error():
         path = export_standalone(args.checkpoint, args.output_dir, base_model_path=args.base_model,
                                  overwrite=args.overwrite)
-    except ValueError as err:
-        raise SystemExit(f"sm-dream export: {err}") from None
     print(f"standalone model written to {path}")
 
 
@@ -47,12 +48,17 @@ COMMANDS: Dict[str, Callable[[List[str]], None]] = {"train": train, "export": ex
 
 def main(argv: Optional[List[str]] = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    debug, argv = debug_requested(argv), strip_debug(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return
-    if argv[0] not in COMMANDS:
-        raise SystemExit(f"sm-dream: unknown command {argv[0]!r}; choose one of {list(COMMANDS)}.")
-    COMMANDS[argv[0]](argv[1:])
+    with user_errors(prog="sm-dream", debug=debug):
+        if argv[0] not in COMMANDS:
+            raise UserError(f"unknown command {argv[0]!r}{did_you_mean(argv[0], COMMANDS)}; "
+                            f"choose one of {list(COMMANDS)}.")
+        if debug:
+            os.environ[DEBUG_ENV] = "1"  # seen by the recipe's own handler
+        COMMANDS[argv[0]](argv[1:])
 
 
 if __name__ == "__main__":

@@ -17,11 +17,15 @@ from typing import List, Optional
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Run lm-eval's CLI with `argv` (default: this process's arguments)."""
+    from ..errors import debug_requested, strip_debug, user_errors
     from . import registration  # noqa: F401  (registers sm_dream's model and tasks with lm-eval)
     from lm_eval.__main__ import cli_evaluate
 
-    sys.argv = ["lm_eval", *(sys.argv[1:] if argv is None else argv)]
-    cli_evaluate()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = debug_requested(argv)
+    sys.argv = ["lm_eval", *strip_debug(argv)]
+    with user_errors(debug=debug):  # a bad --model_args value: one `error:` line, status 2 (--debug: traceback)
+        cli_evaluate()
 
 
 if __name__ == "__main__":

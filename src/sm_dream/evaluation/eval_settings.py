@@ -20,10 +20,12 @@ or a task's `generation_kwargs`) override them per request: `temperature`, `top_
 warning that names the values in use. Other keys are refused (see `request_overrides`).
 """
 
+import copy
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, Optional
 
+from ..errors import positive_int
 from ..model.blocks import FAST_DECODING_DEFAULTS
 from ..model.generation_utils import SoftMaskDreamGenerationConfig, resolve_steps
 
@@ -37,14 +39,6 @@ REQUEST_KEYS = ("until", "max_gen_toks", "max_new_tokens")
 NUMBERS = ("nfe_budget", "alg_temp", "temperature", "top_p", "sm_threshold")
 INTEGERS = ("max_new_tokens", "steps", "top_k", "sm_top_k", "seed")
 LENGTH_FOR_CHECKS = 1024  # a task length at which a budget's step count is checked before loading
-
-
-def positive_int(name: str, value, allow_none: bool = True) -> Optional[int]:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a positive integer.")
-    return int(value)
 
 
 def _check_types(settings: "GenerationSettings") -> None:
@@ -85,8 +79,9 @@ class GenerationSettings:
     def __post_init__(self):
         self.validate()
 
-    def validate(self) -> None:
-        """Raise `ValueError` naming the first argument that cannot work (see the module docstring)."""
+    def validate(self, task_length: Optional[int] = None) -> None:
+        """Raise `ValueError` naming the first argument that cannot work (see the module docstring);
+        `task_length`: the length of the task these settings generate for, when known."""
         unknown = sorted(set(self.extra) - set(PASS_THROUGH_GENERATION_ARGS))
         if unknown:
             raise ValueError(
@@ -96,12 +91,21 @@ class GenerationSettings:
         _check_types(self)
         if self.steps is not None and self.nfe_budget is not None:
             raise ValueError(f"Give steps={self.steps} or nfe_budget={self.nfe_budget}, not both.")
-        positive_int("sm_top_k", self.sm_top_k)
-        length = self.max_new_tokens or LENGTH_FOR_CHECKS
+        positive_int("sm_top_k", self.sm_top_k, allow_none=True, whole_floats=True)
+        length = self.max_new_tokens or task_length or LENGTH_FOR_CHECKS
         config = self.generation_config(length)
         config.validate()
         if self.nfe_budget is not None or self.max_new_tokens is not None:
-            resolve_steps(config, length)  # e.g. nfe_budget=2 with a count-based alg
+            try:
+                resolve_steps(config, length)  # e.g. nfe_budget=2 with a count-based alg
+            except ValueError as err:
+                if self.max_new_tokens is not None or task_length is not None:
+                    raise
+                # Each task has its own length: quote the rule, not a made-up length's step count.
+                raise ValueError(
+                    f"nfe_budget={self.nfe_budget:g} gives {self.nfe_budget:g} denoising steps per new token, more "
+                    f"than one with alg={self.alg!r}: steps beyond one per token unmask nothing. Use nfe_budget "
+                    "<= 1 or alg='origin'.") from err
 
     def generation_config(self, max_new_tokens: int) -> SoftMaskDreamGenerationConfig:
         """The model's generation config for these settings and a task of `max_new_tokens` tokens."""
@@ -124,9 +128,9 @@ class GenerationSettings:
         kwargs.update(self.extra)
         return kwargs
 
-    def with_overrides(self, overrides: Dict[str, Any]) -> "GenerationSettings":
-        """These settings with a request's overrides (validated; a new `steps` drops the budget and
-        vice versa)."""
+    def with_overrides(self, overrides: Dict[str, Any], task_length: Optional[int] = None) -> "GenerationSettings":
+        """These settings with a request's overrides (validated for a task of `task_length` tokens; a
+        new `steps` drops the budget and vice versa)."""
         if not overrides:
             return self
         known = {k: v for k, v in overrides.items() if k in SETTING_NAMES}
@@ -135,13 +139,31 @@ class GenerationSettings:
             known["nfe_budget"] = None
         if "nfe_budget" in known and "steps" not in known:
             known["steps"] = None
-        return replace(self, **known, extra=extra)
+        changed = copy.copy(self)  # not `replace`: its __post_init__ would check at a made-up length
+        for key, value in {**known, "extra": extra}.items():
+            setattr(changed, key, value)
+        changed.validate(task_length)
+        return changed
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
 
 SETTING_NAMES = frozenset(f.name for f in fields(GenerationSettings)) - {"extra"}
+
+
+def slow_path_warning(settings: GenerationSettings) -> Optional[str]:
+    """A line for temperature 0 with top_p < 1 or top_k: greedy ignores them, and they turn off the
+    greedy path of shared reductions (docs/generation.md), so the run is slower for nothing."""
+    if settings.temperature != 0:
+        return None
+    ignored = [f"{name}={value}" for name, value in (("top_p", settings.top_p), ("top_k", settings.top_k))
+               if value is not None and not (name == "top_p" and value >= 1.0)]
+    if not ignored:
+        return None
+    return (f"temperature=0 is greedy: it ignores {' and '.join(ignored)}, which still turn"
+            f"{'s' if len(ignored) == 1 else ''} off the fast greedy path; pass top_p=1.0 (and no top_k) "
+            "with temperature=0.")
 
 
 def request_overrides(gen_kwargs: Dict[str, Any]) -> Dict[str, Any]:

@@ -38,7 +38,8 @@ from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
 from ..model.generation_utils import resolve_steps
-from .eval_settings import GenerationSettings, positive_int, request_overrides
+from ..errors import UserError, as_user_error, check_local_model_path, positive_int
+from .eval_settings import GenerationSettings, request_overrides, slow_path_warning
 from .lm_eval_distributed import DistributedLM
 
 logger = logging.getLogger(__name__)
@@ -53,18 +54,15 @@ def parse_batch_size(batch_size) -> int:
     """An integer batch size from lm-eval's `--batch_size` (int or str)."""
     if isinstance(batch_size, str) and batch_size.strip().isdigit():
         batch_size = int(batch_size)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(
-            f"batch_size={batch_size!r} is not supported: give a positive integer (no 'auto': the memory "
-            "of diffusion generation depends on each task's max_new_tokens)."
-        )
-    return batch_size
+    return positive_int("batch_size", batch_size, hint=" (no 'auto': the memory of diffusion generation "
+                        "depends on each task's max_new_tokens)")
 
 
 def check_model_path(name: str, value) -> None:
     """Fail now, naming the argument, for a path that does not exist and is no Hub id ("org/name")."""
     if value is None or os.path.exists(os.path.expanduser(str(value))):
         return
+    check_local_model_path(name, value)  # ./x, /x, ~/x: a missing folder, not a malformed Hub id
     if not HUB_ID.fullmatch(str(value)) or str(value).startswith("."):
         raise ValueError(f"{name}={str(value)!r} is neither an existing path nor a Hub id like 'org/name'.")
 
@@ -144,22 +142,27 @@ class SMDreamLM(DistributedLM):
             raise ValueError("pretrained is required: "
                              "a local model folder or a Hub id (e.g. Dream-org/Dream-v0-Instruct-7B).")
         known = set(GenerationSettings.__dataclass_fields__) - {"extra"}
-        self.settings = GenerationSettings(
-            **{k: v for k, v in kwargs.items() if k in known}, extra={k: v for k, v in kwargs.items() if k not in known}
-        )
-        self.batch_size = parse_batch_size(batch_size)
-        self.max_length = positive_int("max_length", max_length)
-        if dtype not in ("auto", *DTYPES):
-            raise ValueError(f"dtype={dtype!r} is unknown; choose one of {['auto', *DTYPES]}.")
-        for name, value in (("pretrained", pretrained), ("peft", peft), ("tokenizer", tokenizer)):
-            check_model_path(name, value)
-        pretrained, peft = resolve_checkpoint(pretrained, peft)
+        with as_user_error():  # --model_args checks, before anything loads
+            self.settings = GenerationSettings(**{k: v for k, v in kwargs.items() if k in known},
+                                               extra={k: v for k, v in kwargs.items() if k not in known})
+            self.batch_size = parse_batch_size(batch_size)
+            self.max_length = positive_int("max_length", max_length, allow_none=True, whole_floats=True)
+            if dtype not in ("auto", *DTYPES):
+                raise ValueError(f"dtype={dtype!r} is unknown; choose one of {['auto', *DTYPES]}.")
+            for name, value in (("pretrained", pretrained), ("peft", peft), ("tokenizer", tokenizer)):
+                check_model_path(name, value)
+            pretrained, peft = resolve_checkpoint(pretrained, peft)
         if (tokenizer is None and peft
                 and os.path.isfile(os.path.join(os.path.expanduser(str(peft)), "tokenizer_config.json"))):
             tokenizer = peft  # a training output folder carries the run's tokenizer
         super().__init__(device)
         self.pretrained, self.peft = str(pretrained), peft
         torch_dtype = DTYPES.get(dtype) or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        if self.device.type == "cpu" and torch_dtype != torch.float32:
+            logger.warning("dtype=%s on CPU: PyTorch emulates half-precision matmuls there, several times slower "
+                           "than float32; pass dtype=float32 (or dtype=auto) for a CPU run.", dtype)
+        if slow_path_warning(self.settings):
+            logger.warning(slow_path_warning(self.settings))
         try:
             self.model = self._load_model(pretrained, peft, bool(merge_peft), revision, torch_dtype)
         except OSError as error:
@@ -251,11 +254,14 @@ class SMDreamLM(DistributedLM):
         return int(gen_kwargs.get("max_gen_toks") or gen_kwargs.get("max_new_tokens") or DEFAULT_MAX_GEN_TOKS)
 
     def _request_settings(self, gen_kwargs: dict, cache: dict) -> GenerationSettings:
-        """The settings of one request: the model args with its gen_kwargs overrides (validated)."""
+        """The settings of one request: the model args with its gen_kwargs overrides (validated at the
+        task's length)."""
         overrides = request_overrides(gen_kwargs)
-        key = json.dumps(overrides, sort_keys=True, default=str)
+        key = json.dumps([overrides, self._task_length(gen_kwargs)], sort_keys=True, default=str)
         if key not in cache:
-            cache[key] = self.settings.with_overrides(overrides)
+            cache[key] = self.settings.with_overrides(overrides, self._task_length(gen_kwargs))
+            if overrides and slow_path_warning(cache[key]):
+                logger.warning(slow_path_warning(cache[key]))
             if overrides:
                 logger.warning("gen_kwargs %s override the model args: generating with %s.", overrides,
                                {k: getattr(cache[key], k, cache[key].extra.get(k)) for k in overrides})
@@ -270,11 +276,14 @@ class SMDreamLM(DistributedLM):
             gen_kwargs = dict(request.args[1])
             until = gen_kwargs.get("until") or []
             until = [until] if isinstance(until, str) else list(until)
-            settings = self._request_settings(gen_kwargs, settings_by_key)
             length = self._task_length(gen_kwargs)
-            config = settings.generation_config(length)
-            config.validate()
-            resolve_steps(config, length)  # e.g. steps=512 for a task of 256 tokens with a count-based alg
+            try:
+                settings = self._request_settings(gen_kwargs, settings_by_key)
+                config = settings.generation_config(length)
+                config.validate()
+                resolve_steps(config, length)  # e.g. steps=512 for a task of 256 tokens with a count-based alg
+            except ValueError as err:  # the settings are the user's: name the task and the length it uses
+                raise UserError(f"task {request.task_name} (max_gen_toks={length}): {err}") from err
             groups[(tuple(until), length, id(settings))].append(i)
         by_id = {id(s): s for s in settings_by_key.values()}
         lengths = {i: len(requests[i].args[0]) for i in range(len(requests))}

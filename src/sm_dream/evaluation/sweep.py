@@ -29,9 +29,12 @@ import argparse
 import hashlib
 import json
 import os
+import sys
 from dataclasses import replace
 from fractions import Fraction
 from typing import Dict, List, Optional, Tuple
+
+from ..errors import UserError, debug_requested, strip_debug, user_errors
 
 FEEDBACK_LABELS = {"binary": "Binary", "sm": "SM"}
 # Metrics reported for a task, in order of preference (the first one a task has is used).
@@ -275,13 +278,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    with user_errors(debug=debug_requested(argv)):  # one `error:` line and status 2 (--debug: traceback)
+        _main(strip_debug(argv))
+
+
+def _main(argv: List[str]) -> None:
     args = build_parser().parse_args(argv)
     if not args.render_only:
         if not args.model_args:
-            raise ValueError("--model_args is required (e.g. pretrained=PATH); only --render_only works without it.")
+            raise UserError("--model_args is required (e.g. pretrained=PATH); only --render_only works without it.")
         bad = [b for b in args.nfe_budgets if not b > 0]
         if bad:
-            raise ValueError(f"--nfe_budgets {bad}: every budget must be > 0 (e.g. 0.25 0.5 1).")
+            raise UserError(f"--nfe_budgets {bad}: every budget must be > 0 (e.g. 0.25 0.5 1).")
         keys = sweep(args)
     else:
         keys = None

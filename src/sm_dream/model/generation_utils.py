@@ -243,8 +243,10 @@ def resolve_steps(config: SoftMaskDreamGenerationConfig, max_new_tokens: int, st
         steps = min(config.steps, max_new_tokens) if stored_default else config.steps
     # ReMDM revises tokens: T >= N steps make sense
     if steps > max_new_tokens and config.alg != "origin" and config.threshold is None and not remasks(config.remasking):
+        budget = "" if config.nfe_budget is None else (
+            f"nfe_budget={config.nfe_budget:g} gives {config.nfe_budget:g} denoising steps per new token: ")
         raise ValueError(
-            f"steps={steps} exceeds max_new_tokens={max_new_tokens} with alg={config.alg!r}: steps beyond one "
+            f"{budget}steps={steps} exceeds max_new_tokens={max_new_tokens} with alg={config.alg!r}: steps beyond one "
             "token each unmask nothing. Use steps <= max_new_tokens (nfe_budget <= 1) or alg='origin'."
         )
     return steps

@@ -50,11 +50,10 @@ FINETUNING_MODES: Dict[str, Callable[..., nn.Module]] = {
 
 def check_finetuning_mode(mode: str) -> None:
     if mode not in FINETUNING_MODES:
-        from difflib import get_close_matches
+        from ..errors import did_you_mean
 
-        close = get_close_matches(str(mode), FINETUNING_MODES, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"finetuning={mode!r} is unknown{hint}; choose one of {list(FINETUNING_MODES)}.")
+        raise ValueError(f"finetuning={mode!r} is unknown{did_you_mean(mode, FINETUNING_MODES)}; "
+                         f"choose one of {list(FINETUNING_MODES)}.")
 
 
 def prepare_for_finetuning(model: nn.Module, mode: str = "dora", r: int = 16, alpha: int = 16, dropout: float = 0.0,

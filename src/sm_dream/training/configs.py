@@ -22,10 +22,11 @@ from typing import List, Optional
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.hf_argparser import string_to_bool
 
+from ..errors import did_you_mean, positive_int
 from .adapters import DEFAULT_LORA_TARGETS, SM_LEARNING_RATE
 from .data import is_local_data_file
 from .mixture import DataSource
-from .recipe_help import print_help
+from .recipe_help import USAGE, print_help
 
 
 
@@ -162,8 +163,7 @@ def gradient_accumulation_for(global_batch: int, world_size: int, per_device: in
 
     `given` is a gradient_accumulation_steps set alongside: only 1 (the default) or the derived value.
     """
-    if isinstance(global_batch, bool) or not isinstance(global_batch, int) or global_batch < 1:
-        raise ValueError(f"global_batch_size={global_batch!r} must be a positive integer (the paper uses 8).")
+    positive_int("global_batch_size", global_batch, hint=" (the paper uses 8)")
     per_step = world_size * per_device
     if global_batch % per_step:
         raise ValueError(
@@ -281,7 +281,8 @@ def parse_args(argv=None, defaults: Optional[dict] = None, prog: str = "sm-dream
     pre.add_argument("-h", "--help", action="store_true")
     pre.add_argument("--help-all", action="store_true")
     known, rest = pre.parse_known_args(argv)
-    parser = HfArgumentParser(ARGUMENT_CLASSES)
+    # The short usage: argparse would print every TrainingArguments flag (11 kB) above a bad value's line.
+    parser = HfArgumentParser(ARGUMENT_CLASSES, prog=prog, usage=USAGE.format(prog=prog).removeprefix("usage: "))
     if known.help or known.help_all:
         print_help(parser, ARGUMENT_CLASSES, full=known.help_all, prog=prog)
         raise SystemExit(0)
@@ -291,18 +292,59 @@ def parse_args(argv=None, defaults: Optional[dict] = None, prog: str = "sm-dream
     valid = {f.name for cls in ARGUMENT_CLASSES for f in fields(cls) if f.init}
     unknown = sorted(set(values) - valid)
     if unknown:
-        from difflib import get_close_matches
-
-        hints = {k: get_close_matches(k, valid, n=1) for k in unknown}
-        hint = "; ".join(f"{k}: did you mean {m[0]!r}?" for k, m in hints.items() if m)
+        hint = "; ".join(f"{k}: {did_you_mean(k, valid)[2:-1]}" for k in unknown if did_you_mean(k, valid))
         raise ValueError(f"{known.config or 'defaults'}: unknown keys {unknown}{' (' + hint + ')' if hint else ''}; "
                          "see `--help` for the valid keys.")
     parser.set_defaults(**check_recipe_types(values, parser, known.config or "defaults"))
     try:
-        return parser.parse_args_into_dataclasses(args=rest)
+        *parsed, remaining = parser.parse_args_into_dataclasses(args=rest, return_remaining_strings=True)
     except ValueError as err:
+        where = _origin(str(err), values, rest, known.config)
         if "bf16" not in str(err):
-            raise
-        raise ValueError(f"{err}\n{known.config or 'This run'} asks for bf16 on a machine without a GPU that supports "
-                         "it: for a CPU run use recipes/tiny/sft_sm_tiny.yaml, or pass --bf16 false --use_cpu true."
-                         ) from None
+            raise ValueError(f"{where}{err}") from None
+        raise ValueError(f"{where}{err}\n{known.config or 'This run'} asks for bf16 on a machine without a GPU that "
+                         "supports it: for a CPU run use recipes/tiny/sft_sm_tiny.yaml, or pass --bf16 false "
+                         "--use_cpu true.") from None
+    if remaining:
+        raise ValueError(unknown_flag_message(remaining, valid))
+    return tuple(parsed)
+
+
+def unknown_flag_message(remaining: List[str], valid) -> str:
+    """The first unknown command-line flag with the closest valid one (HfArgumentParser would only say
+    "Some specified arguments are not used")."""
+    flags = [a for a in remaining if a.startswith("-")]
+    if not flags:
+        return f"unexpected value {remaining[0]!r} on the command line: flags take the form --KEY VALUE."
+    flag = flags[0].split("=", 1)[0]
+    return (f"unknown flag {flag} on the command line{did_you_mean(flag.lstrip('-'), valid, prefix='--')}; "
+            "see --help for the valid flags.")
+
+
+def _origin(message: str, values: dict, cli: List[str], config: Optional[str]) -> str:
+    """'--KEY on the command line: ' / 'RECIPE.yaml: ' for the first `KEY=` of a dataclass check's
+    message, or ''."""
+    import re
+
+    for key in re.findall(r"(\w+)=", message):
+        if any(a == f"--{key}" or a.startswith(f"--{key}=") for a in cli):
+            return f"--{key} on the command line: "
+        if key in values and config:
+            return f"{config}: "
+    return ""
+
+
+def cost_warnings(data_args, training_args, model_args) -> List[str]:
+    """Settings that are accepted but silently cost a lot, as one line each (printed by the recipe)."""
+    import torch
+
+    out = []
+    half = "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else None
+    if half and (training_args.use_cpu or not torch.cuda.is_available()):
+        out.append(f"warning: {half}=true on CPU: PyTorch emulates {half} matmuls there, slower than "
+                   f"float32 (2.1x on the tiny recipe); pass --{half} false for a CPU run.")
+    if model_args.tiny and (data_args.max_length or data_args.max_context_tokens) > 512:
+        length = data_args.max_length or data_args.max_context_tokens
+        out.append(f"warning: tiny: true keeps Dream's full vocabulary (152064 tokens), so at max_length={length} "
+                   "the output layer and its loss take most of each step; use max_length <= 512 for a quick run.")
+    return out

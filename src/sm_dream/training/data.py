@@ -32,6 +32,8 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
+from ..errors import positive_int
+
 logger = logging.getLogger(__name__)
 
 ROLE_ALIASES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant"}
@@ -163,8 +165,7 @@ class ChatPreprocessor:
     max_length: Optional[int] = None
 
     def __post_init__(self):
-        if self.max_length is not None and (isinstance(self.max_length, bool) or self.max_length < 1):
-            raise ValueError(f"max_length={self.max_length!r} must be a positive number of tokens (or None: no cap).")
+        positive_int("max_length", self.max_length, allow_none=True, hint=" (tokens; None: no cap)")
         self._special = special_token_strings(self.tokenizer)
 
     def render(self, context: List[dict], response: dict) -> Tuple[str, str, str]:

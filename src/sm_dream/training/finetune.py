@@ -25,10 +25,11 @@ import sys
 import torch
 from transformers import AutoTokenizer, set_seed
 
+from ..errors import as_user_error, debug_requested, is_main_process, strip_debug, user_errors
 from ..model.modeling_sm_dream import SoftMaskDreamForDiffusionLM
 from ..tiny import load_dream_tokenizer
 from .adapters import prepare_for_finetuning
-from .configs import DataArguments, ModelArguments, SMTrainingArguments, parse_args
+from .configs import DataArguments, ModelArguments, SMTrainingArguments, cost_warnings, parse_args
 from .data import ChatPreprocessor, DiffusionDataCollator
 from .export import BASE_SUBDIR, check_export_target, export_standalone
 from .mixture import build_datasets
@@ -136,14 +137,16 @@ def main(data_args: DataArguments, training_args: SMTrainingArguments, model_arg
     into the folder is refused, naming this one)."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
                         handlers=[logging.StreamHandler(sys.stdout)])
-    config = validate_run(data_args, training_args, model_args)  # before the lock creates output_dir
+    with as_user_error():  # arguments and paths: the user's to fix
+        config = validate_run(data_args, training_args, model_args)  # before the lock creates output_dir
     lock = RunLock(training_args.output_dir) if training_args.process_index == 0 else contextlib.nullcontext()
-    with lock:
+    with lock:  # a second run into the folder: RunLockedError, a UserError
         return _locked_main(data_args, training_args, model_args, recipe, config)
 
 
 def _locked_main(data_args, training_args, model_args, recipe, config):
-    config, plan, run_config = check_before_loading(data_args, training_args, model_args, recipe, config)
+    with as_user_error():  # the output folder and the data files: the user's to fix
+        config, plan, run_config = check_before_loading(data_args, training_args, model_args, recipe, config)
     main_process = training_args.process_index == 0
     if plan.action == "finished":
         logger.info("%s holds this run, already finished: nothing to do (--overwrite_output_dir true trains "
@@ -157,7 +160,8 @@ def _locked_main(data_args, training_args, model_args, recipe, config):
                 training_args.per_device_train_batch_size, training_args.gradient_accumulation_steps)
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args)
-    train, valid = build_data(data_args, tokenizer, training_args)
+    with as_user_error():  # no usable example, a source with no records
+        train, valid = build_data(data_args, tokenizer, training_args)
     model, base_path = _model_to_train(model_args, training_args, config, fresh=plan.action == "fresh")
     trainer = SoftMaskTrainer(
         model=model, args=training_args, train_dataset=train,
@@ -197,11 +201,53 @@ def run_recipe(recipes_dir=None, argv=None, prog=None):
     from .recipe_help import usage
 
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug, argv = debug_requested(argv), strip_debug(argv)
     prog = prog or os.path.basename(sys.argv[0])
     if not argv or (recipe_of(argv) is None and not {"-h", "--help", "--help-all"} & set(argv)):
         print(usage(prog, Path(recipes_dir) if recipes_dir else None), file=sys.stderr)
         raise SystemExit(2)
-    return main(*parse_args(argv, prog=prog), recipe=recipe_of(argv))
+    with user_errors(debug=debug):  # one `error:` line and status 2; --debug: the traceback
+        with as_user_error():
+            args = parse_args(argv, prog=prog)
+        if is_main_process():
+            for line in cost_warnings(*args):
+                print(line, file=sys.stderr)
+        offline_when_hub_unreachable()
+        return main(*args, recipe=recipe_of(argv))
+
+
+HUB_PROBE_SECONDS = 2.5
+
+
+def hub_reachable(timeout: float = HUB_PROBE_SECONDS) -> bool:
+    """One HEAD request to the Hub endpoint; False when it does not answer within `timeout` seconds."""
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(constants.ENDPOINT, method="HEAD"), timeout=timeout)
+    except Exception:  # noqa: BLE001  (any failure: DNS, refused, timeout, proxy)
+        return False
+    return True
+
+
+def offline_when_hub_unreachable() -> bool:
+    """Offline-first, as `make` runs: with no HF_HUB_OFFLINE set and the Hub not answering, set it (and
+    the libraries' copies read at import), so missing files fail in seconds, not after retries
+    (huggingface_hub would retry each request for tens of seconds). Returns True when it switched."""
+    if "HF_HUB_OFFLINE" in os.environ or hub_reachable():
+        return False
+    import huggingface_hub.constants
+
+    os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].config.HF_HUB_OFFLINE = True
+    if is_main_process():
+        print("note: the Hugging Face Hub is unreachable: running offline (HF_HUB_OFFLINE=1), from local files "
+              "and the cache only.", file=sys.stderr)
+    return True
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+from ..errors import UserError
+
 logger = logging.getLogger(__name__)
 
 RUN_CONFIG = "run_config.yaml"
@@ -84,8 +86,8 @@ def changed_data(saved: dict, current: dict) -> List[str]:
     return [path for path in sorted(set(old) & set(new)) if old[path] != new[path]]
 
 
-class RunLockedError(ValueError):
-    """Another live run holds the output folder."""
+class RunLockedError(UserError):
+    """Another live run holds the output folder (a `ValueError`, reported as one line)."""
 
 
 class RunLock:

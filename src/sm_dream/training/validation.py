@@ -9,12 +9,12 @@ folder.
 """
 
 import inspect
-from difflib import get_close_matches
 from typing import List
 
 import torch
 from torch import nn
 
+from ..errors import check_local_model_path, did_you_mean
 from ..model.configuration_sm_dream import SoftMaskDreamConfig
 from ..model.modeling_sm_dream import SoftMaskDreamForDiffusionLM
 from ..tiny import tiny_config
@@ -22,11 +22,6 @@ from .adapters import check_finetuning_mode
 from .data import check_local_files
 
 EXTRA_CONFIG_KEYS = {"attn_implementation", "dtype", "torch_dtype"}
-
-
-def _did_you_mean(name: str, valid) -> str:
-    close = get_close_matches(name, sorted(valid), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def config_keys() -> set:
@@ -40,7 +35,7 @@ def check_config_overrides(overrides: dict) -> None:
     valid = config_keys()
     for key in overrides:
         if key not in valid:
-            raise ValueError(f"model_config_overrides: unknown config field {key!r}{_did_you_mean(key, valid)}; "
+            raise ValueError(f"model_config_overrides: unknown config field {key!r}{did_you_mean(key, valid)}; "
                              "the fields are those of SoftMaskDreamConfig (docs/model.md).")
 
 
@@ -53,11 +48,12 @@ def load_model_config(model_args) -> SoftMaskDreamConfig:
     if model_args.tiny:
         return tiny_config(**overrides)
     name = model_args.model_name_or_path
+    check_local_model_path("model_name_or_path", name)
     try:
         return SoftMaskDreamConfig.from_pretrained(name, trust_remote_code=model_args.trust_remote_code, **overrides)
     except OSError as err:
         raise ValueError(f"cannot load the config of model_name_or_path={name!r}: {err}\nOffline? Download the "
-                         "model first (huggingface-cli download) or pass a local folder.") from None
+                         f"model first (hf download {name}) or pass a local folder.") from None
 
 
 def check_target_modules(config: SoftMaskDreamConfig, targets: List[str]) -> None:
@@ -71,7 +67,7 @@ def check_target_modules(config: SoftMaskDreamConfig, targets: List[str]) -> Non
     for target in targets:
         if not any(name == target or name.endswith("." + target) for name in linear):
             raise ValueError(f"lora_target_modules: {target!r} matches no Linear layer of the model"
-                             f"{_did_you_mean(target, suffixes)}; its Linear layers are {sorted(suffixes)}.")
+                             f"{did_you_mean(target, suffixes)}; its Linear layers are {sorted(suffixes)}.")
 
 
 def check_sources(data_args) -> None:
