@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -186,7 +187,7 @@ def stage_correctness(args, record):
         check(record, f"{label}: compiled T=0 row pass == eager",
               lambda: compiled_vs_eager(model, ids, attention, args))
         check(record, f"{label}: batched == single", lambda: batched_vs_single(model, args, label))
-        check(record, f"{label}: SM off == scale 0", lambda: sm_off_vs_scale_zero(model, ids, attention, args))
+        check(record, f"{label}: SM off == scale 0", lambda: sm_off_vs_scale_zero(model, ids, attention, args, label))
         if label == "tiny" and not args.tiny:  # --tiny: the reload below covers it
             check(record, f"{label}: save on {device} -> trust_remote_code reload", lambda: save_reload(model, args))
         del model
@@ -237,9 +238,8 @@ def compiled_vs_eager(model, ids, attention, args):
         logits = model(ids, attention_mask=attention).logits
     positions = ids == model.config.mask_token_id
     rows = logits[positions]
-    config = model.generation_config
-    config.temperature, config.top_p, config.top_k = 0.0, None, None
-    config.tokenizer_vocab_size = model.config.vocab_size
+    config = SimpleNamespace(mask_token_id=model.config.mask_token_id, tokenizer_vocab_size=model.config.vocab_size,
+                             temperature=0.0, top_p=None, top_k=None, sampling_draws="multinomial")
     compiled = compiled_runner(torch.device(args.device))
     with row_pass(lambda device: compiled):
         got = unmasking.step_rows(rows, "entropy", config, 3, positions=positions)
@@ -247,14 +247,18 @@ def compiled_vs_eager(model, ids, attention, args):
         return None, False, "torch.compile failed here; the decoding step fell back to eager"
     with row_pass(eager_runner):
         want = unmasking.step_rows(rows, "entropy", config, 3, positions=positions)
-    tokens = (got.tokens == want.tokens).float().mean().item()
-    ids_same = torch.equal(got.feedback.topk_ids, want.feedback.topk_ids)
+    # bf16 logits over 152,064 ids tie exactly now and then: a different id counts only if its value differs
+    differ = got.tokens != want.tokens
+    values = rows.float()
+    tied = torch.equal(values[differ, got.tokens[differ]], values[differ, want.tokens[differ]])
+    ids_differ = (got.feedback.topk_ids != want.feedback.topk_ids).any(-1)
+    probs = (got.feedback.topk_probs - want.feedback.topk_probs).abs().max().item()  # ties: the same values
     conf = (got.confidence - want.confidence).abs().max().item()
-    probs = (got.feedback.topk_probs - want.feedback.topk_probs).abs().max().item()
     entropy = (got.feedback.entropy - want.feedback.entropy).abs().max().item()
-    ok = tokens == 1.0 and ids_same and max(conf, probs, entropy) <= 1e-4
-    return (dict(tokens_equal=tokens, topk_ids_equal=ids_same, max_conf_diff=conf, max_probs_diff=probs,
-                 max_entropy_diff=entropy), ok, f"{rows.shape[0]} rows, entropy, SM k=3; float diffs <= 1e-4")
+    ok = tied and max(conf, probs, entropy) <= 1e-4
+    return (dict(rows=rows.shape[0], tokens_differ=int(differ.sum()), topk_ids_differ=int(ids_differ.sum()),
+                 max_conf_diff=conf, max_probs_diff=probs, max_entropy_diff=entropy), ok,
+            "entropy, SM k=3; a differing id must tie in value; float diffs <= 1e-4")
 
 
 def _generate(model, ids, mask, new, **kwargs):
@@ -305,27 +309,41 @@ def batched_vs_single(model, args, label):
     return value, ok, note
 
 
-def sm_off_vs_scale_zero(model, ids, attention, args):
-    """w_s = sigmoid(-inf) = 0 makes lambda 0: SM on must give SM off's tokens exactly."""
+def sm_off_vs_scale_zero(model, ids, attention, args, label):
+    """w_s = sigmoid(-inf) = 0 makes lambda 0: the logits with SM feedback equal those without,
+    exactly. On the tiny model (peaked rows) SM decodings also give SM off's tokens exactly; on random
+    7B rows the positions' confidences nearly tie, and SM on computes them from the shared softmax
+    (rounded differently in the last bits), so the unmasking order may differ there without error."""
     import torch
 
-    prompt = ids[:, :16]
-    mask = attention[:, :16]
+    from sm_dream import feedback_from_logits
+
     s_raw = model.soft_mask.s_raw
     saved = s_raw.detach().clone()
-    new = 16 if args.tiny else 64
+    mask_id = model.config.mask_token_id
     try:
-        off = [_generate(model, prompt, mask, new, steps=new // 2, soft_masking=False, **e).sequences
-               for e in ({}, dict(block_length=8, dual_cache=True))]
         with torch.no_grad():
+            plain = model(ids, attention_mask=attention).logits
+            feedback = feedback_from_logits(plain, ids == mask_id, 3)
             s_raw.fill_(float("-inf"))
-        on = [_generate(model, prompt, mask, new, steps=new // 2, soft_masking=True, **e).sequences
-              for e in ({}, dict(block_length=8, dual_cache=True))]
+            zero = model(ids, attention_mask=attention, sm_feedback=feedback).logits
+        value = {"logits_identical": torch.equal(plain, zero)}
+        if label == "tiny":
+            prompt = ids[:, :16]
+            mask = torch.ones_like(prompt)
+            mask[1, :4] = 0
+            new = 16
+            runs = {}
+            for sm in (False, True):
+                runs[sm] = [_generate(model, prompt, mask, new, steps=new // 2, soft_masking=sm, **e).sequences
+                            for e in ({}, dict(block_length=8, dual_cache=True))]
+            value["tokens_identical"] = all(torch.equal(x, y) for x, y in zip(runs[False], runs[True]))
     finally:
         with torch.no_grad():
             s_raw.copy_(saved)
-    same = all(torch.equal(x, y) for x, y in zip(off, on))
-    return same, same, "plain and block+dual cache, tokens identical"
+    ok = all(value.values())
+    return value, ok, "logits with SM feedback at w_s = 0 vs without" + \
+        ("; SM decodings (plain, block+dual cache): identical tokens" if label == "tiny" else "")
 
 
 RELOAD = """
@@ -420,7 +438,7 @@ def stage_generation(args, record):
         on, nfe_on = timed(batch, budget, mode, True)
         where = f"batch {batch}, {mode}" + ("" if mode.startswith("threshold") else f", budget {budget:g}")
         record(f"{where}: tokens/s SM off / on", [round(batch * new / off, 1), round(batch * new / on, 1)], "tok/s",
-               note=f"NFE {nfe_off} / {nfe_on}; peak {peak_gib(dev)} GiB")
+               note=f"NFE {nfe_off} / {nfe_on}" + (f"; peak {peak_gib(dev)} GiB" if peak_gib(dev) else ""))
         ratio = on / off
         record(f"{where}: time SM on / off", round(ratio, 3), "x", TARGETS["generation_sm_ratio"],
                ok=None if args.tiny else ratio <= TARGETS["generation_sm_ratio"])
@@ -484,7 +502,8 @@ def stage_training(args, record):
                         times[variant].append(time.perf_counter() - start)
                         peaks[variant] = max(peaks.get(variant) or 0, peak_gib(dev) or 0) or None
             base = min(times["binary"])
-            record(f"{label}: binary step", round(base, 3), "s", note=f"peak {peaks['binary']} GiB")
+            record(f"{label}: binary step", round(base, 3), "s",
+                   note=f"peak {peaks['binary']} GiB" if peaks["binary"] else "")
             for variant, key in (("sm_p0.5", "train_p0.5"), ("sm_p1.0", "train_p1.0"), ("sm_p1.0_peft", None)):
                 ratio = min(times[variant]) / base
                 target = TARGETS.get(key) if key else None
