@@ -602,7 +602,7 @@ def environment(device):
         try:
             from importlib.metadata import version
 
-            info[name] = version(name if name != "lm_eval" else "lm_eval")
+            info[name] = version(name)
         except Exception:
             info[name] = None
     if device.startswith("cuda") and torch.cuda.is_available():
@@ -689,8 +689,10 @@ def main(argv=None):
     if args.child:
         return child(args)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("no CUDA device here: run with --device cpu --tiny for the CPU check")
-    shutil.rmtree(args.out, ignore_errors=True)
+        parser.error("no CUDA device here: run with --device cpu --tiny for the CPU check")
+    if args.out.exists() and any(args.out.iterdir()) and not (args.out / "figures.jsonl").exists():
+        parser.error(f"--out {args.out} holds other files; give a new folder or an earlier gpu_check's")
+    shutil.rmtree(args.out, ignore_errors=True)  # an earlier run's report is replaced
     args.out.mkdir(parents=True)
     figures = args.out / "figures.jsonl"
     figures.touch()

@@ -81,3 +81,11 @@ def test_a_stage_over_its_limit_is_skipped_and_the_run_goes_on(tmp_path):
     assert report["stages"]["generation"]["skipped"] == \
         "time limit 4 s reached (figures measured before are kept)"
     assert "| generation | 4 | " in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_an_output_folder_with_other_files_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--tiny", "--out", str(tmp_path)],
+                          capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode == 2 and "holds other files" in proc.stderr
+    assert (tmp_path / "notes.txt").read_text() == "mine"
