@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install lock lint demo test test-slow test-latest test-oldest bench replicate replicate-quick clean
+.PHONY: install lock lint demo test test-slow test-latest test-oldest bench gpu-check replicate replicate-quick clean
 
 # The reproducible path: exact versions from requirements/lock.txt (CPU torch where there is no GPU).
 install: $(STAMP)
@@ -55,6 +55,11 @@ test-slow: install
 
 bench: install
 	for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done
+
+# GPU acceptance at Dream-7B shapes on one CUDA GPU, <= 8 minutes (docs/gpu_check.md); report in outputs/gpu_check.
+# GPU_CHECK_ARGS="--device cpu --tiny" runs every stage on tiny shapes.
+gpu-check: install
+	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 replicate: install
 	$(PY) recipes/replicate_small.py --output_dir outputs/replicate_small
