@@ -146,7 +146,7 @@ def logits_agreement(reference, other):
 def stage_correctness(args, record):
     import torch
 
-    from sm_dream.model import unmasking
+    from sm_dream.model import logit_rows
 
     device, low = args.device, args.dtype
     for label in ("tiny", "7B-like" if args.tiny else "7B"):
@@ -196,20 +196,20 @@ def stage_correctness(args, record):
     model = build(shapes(args, layers=2), device, low)
     name = "7B-like, 2 layers" if args.tiny else "7B width, 2 layers"
     check(record, f"{name}: save on {device} -> trust_remote_code reload", lambda: save_reload(model, args))
-    unmasking._COMPILED.clear()
+    logit_rows._COMPILED.clear()
 
 
 @contextlib.contextmanager
 def row_pass(runner_for):
     """`step_rows` runs its temperature-0 chunks through `runner_for(device)` while inside."""
-    from sm_dream.model import unmasking
+    from sm_dream.model import logit_rows
 
-    own = unmasking._fast_chunk_runner
-    unmasking._fast_chunk_runner = runner_for
+    own = logit_rows._fast_chunk_runner
+    logit_rows._fast_chunk_runner = runner_for
     try:
         yield
     finally:
-        unmasking._fast_chunk_runner = own
+        logit_rows._fast_chunk_runner = own
 
 
 def compiled_runner(device):
@@ -218,21 +218,21 @@ def compiled_runner(device):
     backend (Dynamo and AOTAutograd tracing, no code generation: no C++ toolchain needed)."""
     import torch
 
-    from sm_dream.model import unmasking
+    from sm_dream.model import logit_rows
 
     if device.type == "cuda":
-        return unmasking._fast_chunk_runner(device)
-    compiled = torch.compile(unmasking._fast_chunk, dynamic=True, backend="aot_eager")
+        return logit_rows._fast_chunk_runner(device)
+    compiled = torch.compile(logit_rows._fast_chunk, dynamic=True, backend="aot_eager")
     return lambda chunk, f, *args: compiled(f, *args)
 
 
 def compiled_vs_eager(model, ids, attention, args):
     import torch
 
-    from sm_dream.model import unmasking
+    from sm_dream.model import logit_rows
 
     def eager_runner(device):
-        return lambda chunk, f, *rest: unmasking._fast_chunk(f, *rest)
+        return lambda chunk, f, *rest: logit_rows._fast_chunk(f, *rest)
 
     with torch.no_grad():
         logits = model(ids, attention_mask=attention).logits
@@ -242,11 +242,11 @@ def compiled_vs_eager(model, ids, attention, args):
                              temperature=0.0, top_p=None, top_k=None, sampling_draws="multinomial")
     compiled = compiled_runner(torch.device(args.device))
     with row_pass(lambda device: compiled):
-        got = unmasking.step_rows(rows, "entropy", config, 3, positions=positions)
-    if unmasking._COMPILED.get("fast_chunk", True) is None:
+        got = logit_rows.step_rows(rows, "entropy", config, 3, positions=positions)
+    if logit_rows._COMPILED.get("fast_chunk", True) is None:
         return None, False, "torch.compile failed here; the decoding step fell back to eager"
     with row_pass(eager_runner):
-        want = unmasking.step_rows(rows, "entropy", config, 3, positions=positions)
+        want = logit_rows.step_rows(rows, "entropy", config, 3, positions=positions)
     # bf16 logits over 152,064 ids tie exactly now and then: a different id counts only if its value differs
     differ = got.tokens != want.tokens
     values = rows.float()

@@ -152,7 +152,7 @@ def feedback_from_logits(
             cache-sized on CPU (`rows_per_chunk`), 64 rows elsewhere.
 
     A decoding step that also samples from the same rows gets this feedback from
-    `unmasking.step_rows`, which reads each row once for both.
+    `logit_rows.step_rows`, which reads each row once for both.
     """
     rows = logits[positions] if logits.dim() == 3 else logits  # (n, V)
     if rows.shape[0] != int(positions.sum()):
