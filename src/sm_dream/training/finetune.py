@@ -22,7 +22,9 @@ import logging
 import os
 import sys
 
+import datasets
 import torch
+import transformers
 from transformers import AutoTokenizer, set_seed
 
 from ..errors import as_user_error, debug_requested, is_main_process, strip_debug, user_errors
@@ -130,13 +132,28 @@ def check_before_loading(data_args, training_args, model_args, recipe=None, conf
     return config, plan, run_config
 
 
+def configure_logging(training_args) -> int:
+    """transformers' convention (its example scripts): the main process logs at `--log_level`, the
+    others at `--log_level_replica` (warning), so an N-process run prints its progress once. A
+    'passive' main process logs sm_dream's progress at INFO and leaves the libraries' verbosity as
+    it is. Returns the level."""
+    explicit = training_args.should_log and training_args.log_level != "passive"
+    level = logging.INFO if training_args.should_log and not explicit else training_args.get_process_log_level()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level,
+                        handlers=[logging.StreamHandler(sys.stdout)])
+    logging.getLogger("sm_dream").setLevel(level)
+    if explicit or not training_args.should_log:
+        transformers.utils.logging.set_verbosity(level)
+        datasets.utils.logging.set_verbosity(level)
+    return level
+
+
 def main(data_args: DataArguments, training_args: SMTrainingArguments, model_args: ModelArguments, recipe=None):
     """Run (or resume, or skip as finished) the recipe; returns the trainer (None when already finished).
 
     The main process holds `output_dir/.run.lock` from the folder check to the end (a second run
     into the folder is refused, naming this one)."""
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
-                        handlers=[logging.StreamHandler(sys.stdout)])
+    configure_logging(training_args)
     with as_user_error():  # arguments and paths: the user's to fix
         config = validate_run(data_args, training_args, model_args)  # before the lock creates output_dir
     lock = RunLock(training_args.output_dir) if training_args.process_index == 0 else contextlib.nullcontext()
