@@ -54,6 +54,8 @@ from .data import (
     stdlib_files,
     structured_documents,
     structured_prompts,
+    task_documents,
+    task_symbols_are_tokens,
     token_windows,
     train_tokenizer,
     window_order,
@@ -61,7 +63,7 @@ from .data import (
 from .evaluate import evaluate_generation, evaluate_task, heldout_nll_rows
 from .report import write_report
 
-CORPORA = ("stdlib", "structured")
+CORPORA = ("stdlib", "structured", "tasks")
 
 
 @dataclass
@@ -79,6 +81,12 @@ class ReplicationArgs:
     structured_train_docs: int = 1600
     structured_heldout_docs: int = 64
     structured_lines: int = 24  # lines per document
+    # ---- task corpus (synthetic lines with one checkable answer each; train from seed 1, held-out from seed 2)
+    task_families: List[str] = field(default_factory=lambda: ["add"])  # of replication.data.TASK_FAMILIES
+    task_length: int = 4  # answer symbols (= tokens) per line; the whole answer is checked
+    task_train_docs: int = 800
+    task_heldout_docs: int = 64
+    task_lines: int = 16  # lines per document
     # ---- model (Dream architecture)
     hidden_size: int = 64
     intermediate_size: int = 192
@@ -221,6 +229,16 @@ def prepare_data(args: ReplicationArgs, corpus_name: str) -> Dict:
             f"the *.py files of {args.corpus_dir}"
         corpus = {"source": source, "python": platform.python_version(), "train_files": len(train_files),
                   "heldout_files": [f.name for f in heldout_files]}
+    elif corpus_name == "tasks":
+        train_docs = task_documents(args.task_families, args.task_length, args.task_train_docs, args.task_lines, 1)
+        heldout_docs = task_documents(args.task_families, args.task_length, args.task_heldout_docs, args.task_lines, 2)
+        train_texts, heldout_texts = [document_text(d) for d in train_docs], [document_text(d) for d in heldout_docs]
+        seen = {head + tail for d in train_docs for _, head, tail in d}
+        heldout_lines = [head + tail for d in heldout_docs for _, head, tail in d]
+        corpus = {"source": f"synthetic task lines ({', '.join(args.task_families)}; answers of "
+                            f"{args.task_length} symbols)",
+                  "train_files": len(train_docs), "heldout_files": len(heldout_docs),
+                  "heldout_lines_in_train": sum(line in seen for line in heldout_lines) / len(heldout_lines)}
     else:
         train_docs = structured_documents(args.structured_train_docs, args.structured_lines, seed=1)
         heldout_docs = structured_documents(args.structured_heldout_docs, args.structured_lines, seed=2)
@@ -242,7 +260,11 @@ def prepare_data(args: ReplicationArgs, corpus_name: str) -> Dict:
     if corpus_name == "stdlib":
         data["gen_windows"] = pick(args.gen_prompts)
     else:
-        prompts = structured_prompts(tokenizer, heldout_docs, args.seq_len, args.task_new_tokens, args.gen_prompts)
+        if corpus_name == "tasks" and not task_symbols_are_tokens(tokenizer, heldout_docs):
+            raise ValueError(f"vocab_size={args.vocab_size} leaves some answer symbols split into several tokens; "
+                             "raise vocab_size so that every ' x' symbol is one token.")
+        data["new_tokens"] = args.task_length if corpus_name == "tasks" else args.task_new_tokens
+        prompts = structured_prompts(tokenizer, heldout_docs, args.seq_len, data["new_tokens"], args.gen_prompts)
         data["gen_windows"], corpus["prompt_families"] = prompts["windows"], prompts["families"]
     return data
 
@@ -329,7 +351,8 @@ def _run(args: ReplicationArgs, out: Path, log, command: str) -> Dict:
                     if seed == args.seeds[0]:  # kept for checks on trained models (docs/replication.md)
                         save_model(out / "models" / name / arm, bases[name][0], state, data)
                     if len(arms[(name, seed)]) == len(ARMS):
-                        slim = {k: data[k] for k in ("name", "tokenizer", "eos_id", "mask_id", "gen_windows", "corpus")}
+                        slim = {k: data[k] for k in ("name", "tokenizer", "eos_id", "mask_id", "gen_windows", "corpus",
+                                                      "new_tokens") if k in data}
                         job = pool.submit(generation_job, bases[name][0], arms.pop((name, seed)), slim, args, seed,
                                           _job_log(log, f"{name} seed {seed}, generation", args.workers))
                         pending[job] = ("generation", name, seed)
