@@ -85,8 +85,8 @@ class ReplicationArgs:
     structured_heldout_docs: int = 64
     structured_lines: int = 24  # lines per document
     # ---- task corpus (synthetic lines with one checkable answer each; train from seed 1, held-out from seed 2)
-    task_families: List[str] = field(default_factory=lambda: ["add"])  # of replication.data.TASK_FAMILIES
-    task_length: int = 4  # answer symbols (= tokens) per line; the whole answer is checked
+    task_families: List[str] = field(default_factory=lambda: ["sort"])  # of replication.data.TASK_FAMILIES
+    task_length: int = 6  # answer symbols (= tokens) per line; the whole answer is checked
     task_train_docs: int = 800
     task_heldout_docs: int = 64
     task_lines: int = 16  # lines per document
@@ -100,6 +100,8 @@ class ReplicationArgs:
     task_continue_steps: int = 400
     task_cooldown_steps: int = 100
     task_lr_backbone: float = 2e-3
+    task_eval_every: int = 200
+    task_eval_windows: int = 32
     # ---- claims of the paper to test (docs/replication.md); they select the corpora: C1-C3 stdlib and
     # structured, C4 tasks; C5-C8 are listed in the claims table as not run
     claims: List[str] = field(default_factory=list)  # empty = the corpora in `corpora`
@@ -170,8 +172,9 @@ class ReplicationArgs:
 QUICK_OVERRIDES = dict(
     max_files=12, vocab_size=512, seq_len=48, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
     structured_train_docs=40, structured_heldout_docs=4, structured_lines=12,
-    task_train_docs=20, task_heldout_docs=4, task_lines=8, task_seq_len=32, task_hidden_size=32,
+    task_length=4, task_train_docs=20, task_heldout_docs=4, task_lines=8, task_seq_len=32, task_hidden_size=32,
     task_num_hidden_layers=1, task_batch_size=4, task_pretrain_steps=12, task_continue_steps=8, task_cooldown_steps=4,
+    task_eval_every=4, task_eval_windows=8,
     batch_size=4, pretrain_steps=12, continue_steps=8, warmup_steps=2, cooldown_steps=4, seeds=[1], log_every=2,
     eval_every=4,
     final_evals=2, eval_windows=8, eval_repeats=1, gen_prompts=4, gen_new_tokens=16, task_new_tokens=8,
@@ -188,7 +191,7 @@ def corpus_args(args: ReplicationArgs, name: str) -> ReplicationArgs:
         intermediate_size=3 * args.task_hidden_size, num_hidden_layers=args.task_num_hidden_layers,
         batch_size=args.task_batch_size, pretrain_steps=args.task_pretrain_steps,
         continue_steps=args.task_continue_steps, cooldown_steps=args.task_cooldown_steps,
-        lr_backbone=args.task_lr_backbone)
+        lr_backbone=args.task_lr_backbone, eval_every=args.task_eval_every, eval_windows=args.task_eval_windows)
 
 
 def claim_corpora(args: ReplicationArgs) -> List[str]:
@@ -282,7 +285,7 @@ def prepare_data(args: ReplicationArgs, corpus_name: str) -> Dict:
                   "heldout_lines_in_train": sum(line in seen for line in heldout_lines) / len(heldout_lines),
                   "settings": {k: getattr(args, k) for k in (
                       "seq_len", "hidden_size", "num_hidden_layers", "batch_size", "pretrain_steps",
-                      "continue_steps", "cooldown_steps", "lr_backbone")}}
+                      "continue_steps", "cooldown_steps", "lr_backbone", "eval_every", "eval_windows")}}
     else:
         train_docs = structured_documents(args.structured_train_docs, args.structured_lines, seed=1)
         heldout_docs = structured_documents(args.structured_heldout_docs, args.structured_lines, seed=2)
