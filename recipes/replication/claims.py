@@ -35,11 +35,11 @@ CLAIMS = {  # claim -> (what the paper claims, where, the paper's number)
     "C8": ("early SM beats late SM at NFE 1/4", "Table 5", "sm_then_binary above binary_then_sm"),
 }
 NOT_RUN = {
-    "C5": "needs two more trained arms (p_sm 0.5, 1.0) per seed on the task corpus; not in the 30-minute budget",
-    "C6": "needs two more trained arms (k 1, k 5) per seed on the task corpus; not in the 30-minute budget",
-    "C7": "the task's answers are 4 tokens, too short for several block lengths; needs a longer task",
-    "C8": "at NFE 1/4 the 4-token answers take 1 step, so no step gets SM feedback and both schedules "
-          "equal binary decoding; needs answers of 8 or more tokens",
+    "C5": "needs two more trained arms per seed (p_sm 0.5 and 1.0) on the task corpus; not built yet",
+    "C6": "needs two more trained arms per seed (k 1 and 5, sm_top_k) on the task corpus; not built yet",
+    "C7": "a decoding sweep on the task models (block lengths, KV cache, threshold, tokens/s); not built yet",
+    "C8": "a decoding comparison on the task models (sm_schedule sm_then_binary vs binary_then_sm); not built "
+          "yet; at NFE 1/4 the 6-symbol answers take 2 steps, so only one step can receive feedback",
 }
 VERDICTS = ("reproduced", "not reproduced", "inconclusive")
 
