@@ -38,8 +38,8 @@ NOT_RUN = {
     "C5": "needs two more trained arms per seed (p_sm 0.5 and 1.0) on the task corpus; not built yet",
     "C6": "needs two more trained arms per seed (k 1 and 5, sm_top_k) on the task corpus; not built yet",
     "C7": "a decoding sweep on the task models (block lengths, KV cache, threshold, tokens/s); not built yet",
-    "C8": "a decoding comparison on the task models (sm_schedule sm_then_binary vs binary_then_sm); not built "
-          "yet; at NFE 1/4 the 6-symbol answers take 2 steps, so only one step can receive feedback",
+    "C8": "at NFE 1/4 the 6-symbol answers take 2 steps and the first step has no feedback to give, so "
+          "SM in the early half of the steps is no SM at all; the comparison needs longer answers",
 }
 VERDICTS = ("reproduced", "not reproduced", "inconclusive")
 
