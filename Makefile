@@ -61,8 +61,10 @@ bench: install
 gpu-check: install
 	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
+# CLAIMS selects a subset of the paper's claims, e.g. `make replicate CLAIMS="C1 C4"` (default: all).
+CLAIMS ?= C1 C2 C3 C4 C5 C6 C7 C8
 replicate: install
-	$(PY) recipes/replicate_small.py --output_dir outputs/replicate_small
+	nice $(PY) recipes/replicate_small.py --claims $(CLAIMS) --output_dir outputs/replicate_small
 
 replicate-quick: install
 	$(PY) recipes/replicate_small.py --quick --output_dir outputs/replicate_small_quick

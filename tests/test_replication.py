@@ -45,6 +45,10 @@ from replication.data import (  # noqa: E402
     structured_documents,
     structured_problem,
     structured_prompts,
+    TASK_FAMILIES,
+    task_documents,
+    task_problem,
+    task_symbols_are_tokens,
     token_windows,
     train_tokenizer,
     window_order,
@@ -58,6 +62,7 @@ from replication.evaluate import (  # noqa: E402
 )
 from replication.report import markdown_report  # noqa: E402
 from replication.stats import bootstrap_ci, paired_differences, verdict  # noqa: E402
+from replication.claims import claim_rows, combine, interval_verdict  # noqa: E402
 
 QUICK = ReplicationArgs(**QUICK_OVERRIDES)
 
@@ -406,7 +411,8 @@ def test_corpus_dir_is_named_in_the_report(tmp_path):
 def test_quick_mode_end_to_end(tmp_path):
     """The pipeline runs and its outputs are complete and sane (quick mode makes no claim)."""
     results = main(["--quick", "--output_dir", str(tmp_path)])  # the recipe's entry point
-    for name in ("results.json", "report.md", "report.png", "tokenizer_stdlib.json", "tokenizer_structured.json"):
+    for name in ("results.json", "report.md", "report.png", "tokenizer_stdlib.json", "tokenizer_structured.json",
+                 "tokenizer_tasks.json"):
         assert (tmp_path / name).stat().st_size > 0, name
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -435,6 +441,11 @@ def test_quick_mode_end_to_end(tmp_path):
             cells = [task[arm][alg][str(b)] for b in QUICK.nfe_budgets]
             assert [c["steps"] for c in cells] == [2, 4, 8]
             assert all(set(c["correct"]) <= {0, 1} and len(c["correct"]) == QUICK.gen_prompts for c in cells)
+    task = results["corpora"]["tasks"]["seeds"]["1"]["generation"]
+    for arm in ("binary", "sm"):  # 4-symbol answers: 1, 2 and 4 steps
+        cells = [task[arm]["origin"][str(b)] for b in QUICK.nfe_budgets]
+        assert [c["steps"] for c in cells] == [1, 2, 4] and all(len(c["correct"]) == QUICK.gen_prompts for c in cells)
+    assert results["corpora"]["tasks"]["corpus"]["settings"]["hidden_size"] == QUICK.task_hidden_size
     # seed 1's arms are saved as checkpoints that load and reproduce the run's final held-out NLL
     from sm_dream import SoftMaskDreamForDiffusionLM
 
@@ -456,7 +467,9 @@ def test_quick_mode_end_to_end(tmp_path):
     subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, capture_output=True)
     assert (tmp_path / "report.md").read_text() == report
     for row in ("| binary arm |", "| SM arm, two passes (SM input) |", "| w_s |", "| stdlib | held-out NLL",
-                "| structured | exact match, entropy, NFE 1/4 |", "| origin | 1/2 | 4 |", "| 1 | 16 |"):
+                "| structured | exact match, entropy, NFE 1/4 |", "| origin | 1/2 | 4 |", "| 1 | 16 |",
+                "| tasks | exact match, origin, NFE 1/4 |", "| C1 | held-out NLL lower with SM |",
+                "| C4 | accuracy gain from SM largest at NFE 1/4 |", "| C8 | early SM"):
         assert row in report, row
 
 
@@ -466,3 +479,115 @@ def test_parallel_jobs_match_in_process_jobs(tmp_path):
     parallel = main(args + ["--workers", "2", "--output_dir", str(tmp_path / "w2")])
     inline = main(args + ["--workers", "1", "--output_dir", str(tmp_path / "w1")])
     assert parallel["corpora"] == inline["corpora"]
+
+
+# ---------------------------------------------------------------- the task corpus and the claims
+
+
+@pytest.mark.parametrize("family", TASK_FAMILIES)
+def test_task_answer_recomputed_from_the_head_by_another_route(family):
+    rng = random.Random(5)
+    for _ in range(100):
+        head, tail = task_problem(rng, family, 5)
+        words = head.split()
+        assert len(tail.split()) == 5 and tail.startswith(" ")
+        if family == "add":
+            plus = words.index("+")
+            a, b = int("".join(words[1:plus])), int("".join(words[plus + 1:-1]))
+            expected = f"{a + b:05d}"
+        elif family == "sort":
+            expected = "".join(sorted(words[1:-1]))
+        elif family == "reverse":
+            expected = "".join(reversed(words[1:-1]))
+        else:  # replay the brackets on a stack
+            stack = []
+            for w in words[1:-1]:
+                if w in "([{<":
+                    stack.append(w)
+                else:
+                    assert "([{<"[")]}>".index(w)] == stack.pop()
+            expected = "".join(")]}>"["([{<".index(w)] for w in reversed(stack))
+        assert tail.replace(" ", "") == expected
+    with pytest.raises(ValueError, match="unknown task family 'mul'"):
+        task_problem(rng, "mul", 4)
+
+
+@pytest.fixture(scope="module")
+def task_data():
+    train = task_documents(TASK_FAMILIES, 4, 40, 12, seed=1)
+    tokenizer = train_tokenizer((document_text(d) for d in train), 300)
+    return tokenizer, task_documents(TASK_FAMILIES, 4, 6, 12, seed=2)
+
+
+def test_task_verifier_scores_the_answer_exactly(task_data):
+    tokenizer, heldout = task_data
+    assert task_symbols_are_tokens(tokenizer, heldout)
+    prompts = structured_prompts(tokenizer, heldout, seq_len=40, new_tokens=4, count=24)
+    answers = {head + tail: tail for doc in heldout for _, head, tail in doc}
+    digit = tokenizer.token_to_id("Ġ7")
+    for row in prompts["windows"].tolist():
+        reference = row[-4:]
+        line = tokenizer.decode(row).split("\n")[-1]
+        assert any(full.endswith(line) and answers[full] == tokenizer.decode(reference) for full in answers)
+        assert exact_match(tokenizer, reference, reference) == 1  # the correct answer scores 1
+        for position in range(4):  # any one-token change scores 0
+            changed = list(reference)
+            changed[position] = digit if reference[position] != digit else tokenizer.token_to_id("Ġ3")
+            assert exact_match(tokenizer, changed, reference) == 0
+    # another tokenisation of the same text (space and digit as separate byte tokens) scores 1, as
+    # documented: the verifier compares decoded text, not ids
+    ids = tokenizer.encode(" 1 0 4 2").ids
+    spelled = [tokenizer.token_to_id(c) for c in "Ġ1Ġ0Ġ4Ġ2"]
+    assert len(ids) == 4 and spelled != ids and exact_match(tokenizer, spelled, ids) == 1
+    # a different spacing of the same digits is another answer text and scores 0
+    assert exact_match(tokenizer, tokenizer.encode(" 10 4 2").ids, ids) == 0
+
+
+def test_interval_verdicts_on_hand_made_intervals():
+    assert interval_verdict(-0.04, -0.01, "below") == "reproduced"
+    assert interval_verdict(0.01, 0.04, "below") == "not reproduced"
+    assert interval_verdict(-0.01, 0.02, "below") == "inconclusive"
+    assert interval_verdict(0.6, 0.8, "above", null=0.5) == "reproduced"
+    assert interval_verdict(0.2, 0.45, "above", null=0.5) == "not reproduced"
+    assert interval_verdict(0.45, 0.7, "above", null=0.5) == "inconclusive"
+    assert interval_verdict(0.0, 0.1, "above") == "inconclusive"  # touching the null value is not excluding it
+    assert combine(["reproduced", "reproduced"]) == "reproduced"
+    assert combine(["reproduced", "inconclusive"]) == "inconclusive"
+    assert combine(["reproduced", "not reproduced"]) == "not reproduced"
+    with pytest.raises(ValueError, match="claimed='higher'"):
+        interval_verdict(0.0, 1.0, "higher")
+
+
+def test_c4_rows_from_hand_made_task_results():
+    """SM right on every prompt at NFE 1/4 where binary is wrong, both right at NFE 1: C4 reproduced;
+    the reverse: not reproduced; identical arms: inconclusive."""
+    def results(sm_low, binary_low):
+        seeds = {}
+        for s in ("1", "2"):
+            gen = {arm: {"origin": {"0.25": {"correct": c}, "1.0": {"correct": [1] * 4}}}
+                   for arm, c in (("sm", sm_low), ("binary", binary_low))}
+            seeds[s] = {"generation": gen}
+        args = {"bootstrap_resamples": 200, "nfe_budgets": [0.25, 1.0], "task_algs": ["origin"]}
+        return {"args": args, "corpora": {"tasks": {"seeds": seeds}}}
+
+    for sm, binary, expected in (([1] * 4, [0] * 4, "reproduced"), ([0] * 4, [1] * 4, "not reproduced"),
+                                 ([1, 0, 1, 0], [1, 0, 1, 0], "inconclusive")):
+        rows = [r for r in claim_rows(results(sm, binary)) if r["claim"] == "C4"]
+        assert len(rows) == 2 and {r["verdict"] for r in rows} == {expected}, (sm, binary)
+    rows = {r["claim"]: r for r in claim_rows(results([1] * 4, [0] * 4))}
+    assert rows["C1"]["verdict"].startswith("not run (") and rows["C8"]["verdict"].startswith("not run (")
+    assert len({r["claim"] for r in claim_rows(results([1] * 4, [0] * 4))}) == 8
+
+
+def test_claims_select_the_corpora_and_the_task_corpus_gets_its_own_sizes():
+    from replication.train import claim_corpora, corpus_args
+
+    assert claim_corpora(dataclasses.replace(QUICK, claims=["C4"])) == ["tasks"]
+    assert claim_corpora(dataclasses.replace(QUICK, claims=["C4", "C1"])) == ["stdlib", "structured", "tasks"]
+    assert claim_corpora(dataclasses.replace(QUICK, claims=[], corpora=["stdlib"])) == ["stdlib"]
+    task = corpus_args(QUICK, "tasks")
+    assert (task.seq_len, task.hidden_size, task.pretrain_steps) == (
+        QUICK.task_seq_len, QUICK.task_hidden_size, QUICK.task_pretrain_steps)
+    assert corpus_args(QUICK, "stdlib") is QUICK
+    with pytest.raises(ValueError, match="unknown \\['C9'\\]"):
+        dataclasses.replace(QUICK, claims=["C9"]).validate()

@@ -187,3 +187,62 @@ def exact_match(tokenizer, generated: Sequence[int], reference: Sequence[int]) -
     checks correctness exactly; comparing text, not ids, accepts another tokenisation of the same text.
     """
     return int(tokenizer.decode(list(generated)) == tokenizer.decode(list(reference)))
+
+
+# ---------------------------------------------------------------- the task corpus (checkable answers)
+
+TASK_FAMILIES = ("add", "sort", "reverse", "brackets")
+_OPENERS, _CLOSERS = "([{<", ")]}>"
+
+
+def task_problem(rng: random.Random, family: str, length: int) -> Tuple[str, str]:
+    """(head, tail) of one task line whose answer `tail` is `length` space-separated symbols, fixed by `head`.
+
+    Every symbol is written with a space before it, so the byte-level BPE (which never merges across a
+    space) gives one token per answer symbol once its "Ġx" merges exist (`task_symbols_are_tokens`).
+    add:      `add A + B =` with A, B of length - 1 digits; the sum written with exactly `length` digits
+              (a leading 0 when there is no final carry), so each digit depends on the carries below it.
+    sort:     `sort d1 .. dn :` n = length digits drawn with replacement; the answer is them ascending.
+    reverse:  `reverse d1 .. dn :` n = length digits; the answer is them in reverse order.
+    brackets: `close ...:` a bracket string over ( [ { < that leaves exactly `length` brackets open
+              (random balanced pairs between the open ones); the answer closes them, innermost first.
+    """
+    if length < 2:
+        raise ValueError(f"task length={length} must be >= 2 symbols.")
+    spaced = lambda symbols: "".join(f" {s}" for s in symbols)  # noqa: E731
+    if family == "add":
+        a, b = (rng.randrange(10 ** (length - 1)) for _ in range(2))
+        digits = lambda v, n: str(v).zfill(n)  # noqa: E731
+        return f"add{spaced(digits(a, length - 1))} +{spaced(digits(b, length - 1))} =", spaced(digits(a + b, length))
+    if family in ("sort", "reverse"):
+        values = [str(rng.randrange(10)) for _ in range(length)]
+        answer = sorted(values) if family == "sort" else values[::-1]
+        return f"{family}{spaced(values)} :", spaced(answer)
+    if family == "brackets":
+        symbols, stack = [], []
+        for _ in range(length):
+            for _ in range(rng.randrange(3)):  # 0-2 balanced pairs before each bracket that stays open
+                kind = rng.randrange(4)
+                symbols += [_OPENERS[kind], _CLOSERS[kind]]
+            kind = rng.randrange(4)
+            symbols.append(_OPENERS[kind])
+            stack.append(_CLOSERS[kind])
+        return f"close{spaced(symbols)} :", spaced(stack[::-1])
+    raise ValueError(f"unknown task family {family!r}; choose from {TASK_FAMILIES}.")
+
+
+def task_documents(families: Sequence[str], length: int, num_documents: int, lines_per_document: int,
+                   seed: int) -> List[List[Tuple[str, str, str]]]:
+    """`num_documents` lists of (family, head, tail) task lines, families drawn uniformly, from `seed`."""
+    for f in families:
+        if f not in TASK_FAMILIES:
+            raise ValueError(f"unknown task family {f!r}; choose from {TASK_FAMILIES}.")
+    rng = random.Random(seed)
+    return [[(f, *task_problem(rng, f, length))
+             for f in (rng.choice(list(families)) for _ in range(lines_per_document))]
+            for _ in range(num_documents)]
+
+
+def task_symbols_are_tokens(tokenizer, documents) -> bool:
+    """True when every answer of `documents` tokenises to one token per symbol (see `task_problem`)."""
+    return all(len(tokenizer.encode(tail).ids) == len(tail.split()) for doc in documents for _, _, tail in doc)

@@ -158,7 +158,7 @@ def evaluate_task(models: Dict, data: Dict, args, seed: int, log=print) -> Dict:
 
     tokenizer = Tokenizer.from_str(data["tokenizer"])
     windows = data["gen_windows"]  # (g, seq_len)
-    n = args.task_new_tokens
+    n = data.get("new_tokens", args.task_new_tokens)
     prompt_length = windows.shape[1] - n
     results = {}
     for arm, model in models.items():

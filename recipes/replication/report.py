@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 if __package__:
+    from .claims import claims_markdown
     from .stats import bootstrap_ci, paired_differences, verdict
 else:  # run as a script (see the end of this file): import the package next to this file
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from replication.claims import claims_markdown
     from replication.stats import bootstrap_ci, paired_differences, verdict
 
 HELDOUT_ROWS = (  # (label, arm, key of the evaluation)
@@ -144,10 +146,11 @@ def generation_section(corpus: Dict, args: Dict) -> List[str]:
     return lines + [""]
 
 
-def task_section(corpus: Dict, args: Dict) -> List[str]:
+def task_section(corpus: Dict, args: Dict, name: str = "structured") -> List[str]:
     prompts = len(
         seeds_of(corpus)[0]["generation"]["binary"][args["task_algs"][0]][str(args["nfe_budgets"][0])]["correct"])
-    lines = [f"### Exact-match accuracy: {args['task_new_tokens']} checked tokens after a held-out prompt "
+    checked = args.get("task_length", 4) if name == "tasks" else args["task_new_tokens"]
+    lines = [f"### Exact-match accuracy: {checked} checked tokens after a held-out prompt "
              f"({prompts} prompts per seed, greedy tokens)", "",
              "Accuracy: share of prompts whose continuation is exactly the only correct one, mean over seeds "
              "with a 95% bootstrap interval over prompts and seeds; the difference is paired per prompt.", "",
@@ -172,7 +175,7 @@ def corpus_section(name: str, corpus: Dict, args: Dict) -> List[str]:
     if name == "stdlib":
         lines += generation_section(corpus, args)
     else:
-        lines += task_section(corpus, args)
+        lines += task_section(corpus, args, name)
     return lines
 
 
@@ -212,6 +215,7 @@ def markdown_report(results: Dict) -> str:
         f"(mean ± std over seeds). Wall time {timing['total_s'] / 60:.1f} min with {args['workers']} worker "
         f"process(es)" + (f", load average {load[0]:.1f} at the end" if load else "") + ". Versions: "
         + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".", "",
+    ] + claims_markdown(results) + [
         "## Summary: SM arm - binary arm, 95% bootstrap intervals over items and seeds", "",
         "| corpus | measure | SM - binary [95% CI] | verdict | seeds with SM better |",
         "| --- | --- | --- | --- | --- |",
@@ -286,7 +290,7 @@ def _plot_generation(ax, corpus: Dict, args: Dict) -> None:
     ax.legend(fontsize=7)
 
 
-def _plot_task(ax_acc, ax_diff, corpus: Dict, args: Dict) -> None:
+def _plot_task(ax_acc, ax_diff, corpus: Dict, args: Dict, name: str = "structured") -> None:
     cells = task_cells(corpus, args)
     budgets = args["nfe_budgets"]
     for j, alg in enumerate(args["task_algs"]):
@@ -306,8 +310,8 @@ def _plot_task(ax_acc, ax_diff, corpus: Dict, args: Dict) -> None:
         ax.legend(fontsize=7)
     ax_diff.axhline(0.0, color="gray", lw=0.8)
     _min_span(ax_diff, MIN_SPAN["accuracy"])
-    ax_acc.set(title="structured: exact-match accuracy, 95% CI")
-    ax_diff.set(title="structured: accuracy, SM arm minus binary arm")
+    ax_acc.set(title=f"{name}: exact-match accuracy, 95% CI")
+    ax_diff.set(title=f"{name}: accuracy, SM arm minus binary arm")
 
 
 def plot_report(results: Dict, path: Path) -> None:
@@ -317,10 +321,11 @@ def plot_report(results: Dict, path: Path) -> None:
     from matplotlib.figure import Figure
 
     args, corpora = results["args"], results["corpora"]
-    fig = Figure(figsize=(15, 8.5))
+    rows = 3 if len(corpora) > 2 else 2
+    fig = Figure(figsize=(15, 4.25 * rows))
     FigureCanvasAgg(fig)
     fig.subplots_adjust(left=0.05, right=0.98, bottom=0.07, top=0.9, wspace=0.25, hspace=0.35)
-    axes = fig.subplots(2, 3).flatten()
+    axes = fig.subplots(rows, 3).flatten()
     panels = iter(axes)
     for name, corpus in corpora.items():
         _plot_heldout_delta(next(panels), name, corpus, args)
@@ -332,8 +337,9 @@ def plot_report(results: Dict, path: Path) -> None:
     ax.legend(fontsize=7)
     if "stdlib" in corpora:
         _plot_generation(next(panels), corpora["stdlib"], args)
-    if "structured" in corpora:
-        _plot_task(next(panels), next(panels), corpora["structured"], args)
+    for name in ("tasks", "structured"):
+        if name in corpora:
+            _plot_task(next(panels), next(panels), corpora[name], args, name)
     for ax in panels:
         ax.set_visible(False)
     fig.suptitle(("PIPELINE CHECK (--quick), NO CLAIMS. " if is_quick(results) else "")

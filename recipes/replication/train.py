@@ -54,6 +54,8 @@ from .data import (
     stdlib_files,
     structured_documents,
     structured_prompts,
+    task_documents,
+    task_symbols_are_tokens,
     token_windows,
     train_tokenizer,
     window_order,
@@ -61,7 +63,10 @@ from .data import (
 from .evaluate import evaluate_generation, evaluate_task, heldout_nll_rows
 from .report import write_report
 
-CORPORA = ("stdlib", "structured")
+CORPORA = ("stdlib", "structured", "tasks")
+# claim -> the corpora whose runs test it (empty: not run here; docs/replication.md says why)
+CLAIM_CORPORA = {"C1": ("stdlib", "structured"), "C2": ("stdlib", "structured"), "C3": ("stdlib",),
+                 "C4": ("tasks",), "C5": (), "C6": (), "C7": (), "C8": ()}
 
 
 @dataclass
@@ -79,6 +84,27 @@ class ReplicationArgs:
     structured_train_docs: int = 1600
     structured_heldout_docs: int = 64
     structured_lines: int = 24  # lines per document
+    # ---- task corpus (synthetic lines with one checkable answer each; train from seed 1, held-out from seed 2)
+    task_families: List[str] = field(default_factory=lambda: ["sort"])  # of replication.data.TASK_FAMILIES
+    task_length: int = 6  # answer symbols (= tokens) per line; the whole answer is checked
+    task_train_docs: int = 800
+    task_heldout_docs: int = 64
+    task_lines: int = 16  # lines per document
+    # the task corpus's own data, model and training sizes (the other corpora use the fields below)
+    task_vocab_size: int = 300
+    task_seq_len: int = 48
+    task_hidden_size: int = 96
+    task_num_hidden_layers: int = 3
+    task_batch_size: int = 16
+    task_pretrain_steps: int = 4000  # 2000 left the 6-symbol sort at 18-28% (docs/replication.md)
+    task_continue_steps: int = 400
+    task_cooldown_steps: int = 100
+    task_lr_backbone: float = 2e-3
+    task_eval_every: int = 200
+    task_eval_windows: int = 32
+    # ---- claims of the paper to test (docs/replication.md); they select the corpora: C1-C3 stdlib and
+    # structured, C4 tasks; C5-C8 are listed in the claims table as not run
+    claims: List[str] = field(default_factory=list)  # empty = the corpora in `corpora`
     # ---- model (Dream architecture)
     hidden_size: int = 64
     intermediate_size: int = 192
@@ -121,6 +147,9 @@ class ReplicationArgs:
 
     def validate(self) -> None:
         """Raise ValueError naming the setting that cannot work."""
+        unknown = [c for c in self.claims if c not in CLAIM_CORPORA]
+        if unknown:
+            raise ValueError(f"claims={self.claims}: unknown {unknown}; choose from {list(CLAIM_CORPORA)}.")
         if not self.seeds:
             raise ValueError("seeds is empty; pass at least one continuation seed, e.g. --seeds 1 2 3.")
         if not self.corpora or any(c not in CORPORA for c in self.corpora):
@@ -143,11 +172,34 @@ class ReplicationArgs:
 QUICK_OVERRIDES = dict(
     max_files=12, vocab_size=512, seq_len=48, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
     structured_train_docs=40, structured_heldout_docs=4, structured_lines=12,
+    task_length=4, task_train_docs=20, task_heldout_docs=4, task_lines=8, task_seq_len=32, task_hidden_size=32,
+    task_num_hidden_layers=1, task_batch_size=4, task_pretrain_steps=12, task_continue_steps=8, task_cooldown_steps=4,
+    task_eval_every=4, task_eval_windows=8,
     batch_size=4, pretrain_steps=12, continue_steps=8, warmup_steps=2, cooldown_steps=4, seeds=[1], log_every=2,
     eval_every=4,
     final_evals=2, eval_windows=8, eval_repeats=1, gen_prompts=4, gen_new_tokens=16, task_new_tokens=8,
     bootstrap_resamples=200, workers=1,
 )  # checks that the pipeline works; no claim can be drawn from it
+
+
+def corpus_args(args: ReplicationArgs, name: str) -> ReplicationArgs:
+    """The settings one corpus runs with: the task corpus takes its own sizes (`task_*` fields)."""
+    if name != "tasks":
+        return args
+    return dataclasses.replace(
+        args, vocab_size=args.task_vocab_size, seq_len=args.task_seq_len, hidden_size=args.task_hidden_size,
+        intermediate_size=3 * args.task_hidden_size, num_hidden_layers=args.task_num_hidden_layers,
+        batch_size=args.task_batch_size, pretrain_steps=args.task_pretrain_steps,
+        continue_steps=args.task_continue_steps, cooldown_steps=args.task_cooldown_steps,
+        lr_backbone=args.task_lr_backbone, eval_every=args.task_eval_every, eval_windows=args.task_eval_windows)
+
+
+def claim_corpora(args: ReplicationArgs) -> List[str]:
+    """The corpora to run: those of the requested claims (in CORPORA order), else `args.corpora`."""
+    if not args.claims:
+        return list(args.corpora)
+    wanted = {c for claim in args.claims for c in CLAIM_CORPORA[claim]}
+    return [c for c in CORPORA if c in wanted]
 
 
 ARMS = {"binary": 0.0, "sm": None}  # arm name -> p_sm (None = args.p_sm)
@@ -221,6 +273,19 @@ def prepare_data(args: ReplicationArgs, corpus_name: str) -> Dict:
             f"the *.py files of {args.corpus_dir}"
         corpus = {"source": source, "python": platform.python_version(), "train_files": len(train_files),
                   "heldout_files": [f.name for f in heldout_files]}
+    elif corpus_name == "tasks":
+        train_docs = task_documents(args.task_families, args.task_length, args.task_train_docs, args.task_lines, 1)
+        heldout_docs = task_documents(args.task_families, args.task_length, args.task_heldout_docs, args.task_lines, 2)
+        train_texts, heldout_texts = [document_text(d) for d in train_docs], [document_text(d) for d in heldout_docs]
+        seen = {head + tail for d in train_docs for _, head, tail in d}
+        heldout_lines = [head + tail for d in heldout_docs for _, head, tail in d]
+        corpus = {"source": f"synthetic task lines ({', '.join(args.task_families)}; answers of "
+                            f"{args.task_length} symbols)",
+                  "train_files": len(train_docs), "heldout_files": len(heldout_docs),
+                  "heldout_lines_in_train": sum(line in seen for line in heldout_lines) / len(heldout_lines),
+                  "settings": {k: getattr(args, k) for k in (
+                      "seq_len", "hidden_size", "num_hidden_layers", "batch_size", "pretrain_steps",
+                      "continue_steps", "cooldown_steps", "lr_backbone", "eval_every", "eval_windows")}}
     else:
         train_docs = structured_documents(args.structured_train_docs, args.structured_lines, seed=1)
         heldout_docs = structured_documents(args.structured_heldout_docs, args.structured_lines, seed=2)
@@ -242,7 +307,11 @@ def prepare_data(args: ReplicationArgs, corpus_name: str) -> Dict:
     if corpus_name == "stdlib":
         data["gen_windows"] = pick(args.gen_prompts)
     else:
-        prompts = structured_prompts(tokenizer, heldout_docs, args.seq_len, args.task_new_tokens, args.gen_prompts)
+        if corpus_name == "tasks" and not task_symbols_are_tokens(tokenizer, heldout_docs):
+            raise ValueError(f"vocab_size={args.vocab_size} leaves some answer symbols split into several tokens; "
+                             "raise vocab_size so that every ' x' symbol is one token.")
+        data["new_tokens"] = args.task_length if corpus_name == "tasks" else args.task_new_tokens
+        prompts = structured_prompts(tokenizer, heldout_docs, args.seq_len, data["new_tokens"], args.gen_prompts)
         data["gen_windows"], corpus["prompt_families"] = prompts["windows"], prompts["families"]
     return data
 
@@ -294,8 +363,12 @@ def _run(args: ReplicationArgs, out: Path, log, command: str) -> Dict:
                "versions": {"python": platform.python_version(), "torch": torch.__version__,
                             "transformers": transformers.__version__}}
     datasets = {}
-    for name in args.corpora:
-        datasets[name] = data = prepare_data(args, name)
+    corpora = claim_corpora(args)
+    if not corpora:
+        raise ValueError(f"claims={args.claims} need no corpus run here; add one of C1-C4.")
+    results["args"]["corpora"] = corpora
+    for name in corpora:
+        datasets[name] = data = prepare_data(corpus_args(args, name), name)
         (out / f"tokenizer_{name}.json").write_text(data["tokenizer"])
         c = data["corpus"]
         log(f"corpus {name}: {c['source']}, {c['train_files']} train texts ({c['train_tokens']} tokens), "
@@ -304,7 +377,7 @@ def _run(args: ReplicationArgs, out: Path, log, command: str) -> Dict:
     with _executor(args.workers) as pool:
         pending: Dict[Future, Tuple] = {}
         for name, data in datasets.items():  # the pretraining of each corpus, in parallel
-            pending[pool.submit(pretrain, data, args,
+            pending[pool.submit(pretrain, data, corpus_args(args, name),
                                 _job_log(log, f"{name} pretrain", args.workers))] = ("pretrain", name)
         bases, arms = {}, {}
         while pending:
@@ -317,7 +390,8 @@ def _run(args: ReplicationArgs, out: Path, log, command: str) -> Dict:
                     bases[name], res["pretrain"], results["timing"][f"{name}_pretrain_s"] = value
                     for seed in args.seeds:
                         for arm in ARMS:
-                            job = pool.submit(continue_arm, bases[name], data["train"], data["eval_windows"], args,
+                            job = pool.submit(continue_arm, bases[name], data["train"], data["eval_windows"],
+                                              corpus_args(args, name),
                                               arm, seed, _job_log(log, f"{name} seed {seed}, {arm}", args.workers))
                             pending[job] = ("arm", name, seed, arm)
                 elif kind == "arm":  # -> the seed's generation once both arms are done
@@ -329,15 +403,17 @@ def _run(args: ReplicationArgs, out: Path, log, command: str) -> Dict:
                     if seed == args.seeds[0]:  # kept for checks on trained models (docs/replication.md)
                         save_model(out / "models" / name / arm, bases[name][0], state, data)
                     if len(arms[(name, seed)]) == len(ARMS):
-                        slim = {k: data[k] for k in ("name", "tokenizer", "eos_id", "mask_id", "gen_windows", "corpus")}
-                        job = pool.submit(generation_job, bases[name][0], arms.pop((name, seed)), slim, args, seed,
+                        slim = {k: data[k] for k in ("name", "tokenizer", "eos_id", "mask_id", "gen_windows", "corpus",
+                                                      "new_tokens") if k in data}
+                        job = pool.submit(generation_job, bases[name][0], arms.pop((name, seed)), slim,
+                                          corpus_args(args, name), seed,
                                           _job_log(log, f"{name} seed {seed}, generation", args.workers))
                         pending[job] = ("generation", name, seed)
                 else:
                     (seed,) = key
                     res["seeds"][str(seed)]["generation"], seconds = value
                     results["timing"][f"{name}_seed{seed}_generation_s"] = seconds
-    results["corpora"] = {name: results["corpora"][name] for name in args.corpora}
+    results["corpora"] = {name: results["corpora"][name] for name in corpora}
     results["timing"]["total_s"] = time.time() - started
     results["load_average"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     (out / "results.json").write_text(json.dumps(results, indent=1))
