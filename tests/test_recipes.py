@@ -33,7 +33,7 @@ def test_every_recipe_parses(recipe):
 def test_binary_baseline_is_the_same_recipe_with_sm_off(sm, binary):
     a, b = yaml.safe_load(sm.read_text()), yaml.safe_load(binary.read_text())
     differing = {k for k in set(a) | set(b) if a.get(k) != b.get(k)}
-    assert differing == {"p_sm", "model_config_overrides", "output_dir", "export_dir"}
+    assert differing == {"p_sm", "model_config_overrides", "output_dir"}
     assert a["p_sm"] == 0.5 and b["p_sm"] == 0.0 and b["model_config_overrides"] == {"sm_enabled": False}
     assert (a["lora_r"], a["lora_alpha"], a["learning_rate"], a["sm_learning_rate"]) == (16, 16, 1e-5, 1e-2)
     assert a["lora_target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -219,6 +219,7 @@ def test_yaml_input_paths_resolve_against_the_yaml(tmp_path, monkeypatch):
     data_args, training_args, _ = parse_args(["--config", str(TINY)])
     assert data_args.data_files == [str(RECIPES / "tiny" / "data" / "chat_tiny.jsonl")]
     assert training_args.output_dir == "outputs/tiny_sm"  # outputs stay relative to the working directory
+    assert training_args.export_dir == os.path.join("outputs/tiny_sm", "merged")
     mixture = tmp_path / "sub" / "mix.yaml"
     mixture.parent.mkdir()
     (mixture.parent / "a.jsonl").write_text("{}\n")
@@ -431,3 +432,19 @@ def test_exports_carry_model_cards_and_refuse_to_replace_another_model(finished_
     cli(["export", str(moved), str(other), "--base_model", base, "--overwrite"])
     assert yaml.safe_load((other / "README.md").read_text().split("---")[1])["sm_dream_source"] == str(moved)
     cli(["export", str(moved), str(other), "--base_model", base])  # the same run again: allowed
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ([], os.path.join("elsewhere", "merged")),  # follows an overridden output_dir
+    (["--export_dir", "my_export"], "my_export"),
+    (["--export_dir", "none"], None),
+])
+def test_export_dir_defaults_to_the_run_folder(tmp_path, flags, expected):
+    _, training_args, _ = parse_args(["--config", str(TINY), "--output_dir", "elsewhere", *flags])
+    assert training_args.export_dir == expected
+
+
+def test_export_dir_given_in_the_yaml_wins(tmp_path):
+    recipe = _yaml(tmp_path, "export_dir: exports/a")
+    _, training_args, _ = parse_args(["--config", str(recipe), "--output_dir", "runs/b"])
+    assert training_args.export_dir == "exports/a"

@@ -121,7 +121,8 @@ class SMTrainingArguments(TrainingArguments):
     sm_learning_rate: float = field(default=SM_LEARNING_RATE, metadata={"help": "Learning rate of w_s, w_a, w_b."})
     warmup_ratio: Optional[float] = field(default=None, metadata={"help": "Warmup as a fraction of the steps."})
     eval_noise_seed: int = field(default=1234, metadata={"help": "Seeds the validation noise per example."})
-    export_dir: Optional[str] = field(default=None, metadata={"help": "Also write a merged standalone model here."})
+    export_dir: Optional[str] = field(default=None, metadata={
+        "help": "Also write a merged standalone model here (recipes: default OUTPUT_DIR/merged; none: no export)."})
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Start afresh where output_dir holds a finished or different run "
                                          "(its checkpoints are deleted); without it such a run is refused."})
@@ -307,7 +308,21 @@ def parse_args(argv=None, defaults: Optional[dict] = None, prog: str = "sm-dream
                          "--use_cpu true.") from None
     if remaining:
         raise ValueError(unknown_flag_message(remaining, valid))
+    training_args = next(a for a in parsed if isinstance(a, SMTrainingArguments))
+    training_args.export_dir = recipe_export_dir(training_args.export_dir, training_args.output_dir)
     return tuple(parsed)
+
+
+NO_EXPORT = ("", "none")
+
+
+def recipe_export_dir(export_dir: Optional[str], output_dir: str) -> Optional[str]:
+    """A recipe exports into `<output_dir>/merged` unless `export_dir` is given (YAML or command line),
+    so a run whose `--output_dir` is overridden never exports into another run's folder; `none` skips
+    the export."""
+    if export_dir is None:
+        return os.path.join(output_dir, "merged")
+    return None if str(export_dir).strip().lower() in NO_EXPORT else export_dir
 
 
 def unknown_flag_message(remaining: List[str], valid) -> str:
