@@ -93,17 +93,30 @@ def test_debug_shows_the_traceback():
         "(the paper uses 0.03).")
 
 
-def test_under_accelerate_launch_the_child_prints_no_traceback(typo_yaml):
-    accelerate = VENV_BIN / "accelerate"
-    if not accelerate.exists():
-        pytest.skip("accelerate's launcher is not installed in this environment")
-    out = run(accelerate, "launch", "--quiet", "--cpu", "--num_processes", "1", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", RECIPE, "--config", typo_yaml)
-    assert out.returncode == 1  # accelerate's own status for a failed child with --quiet
+@pytest.mark.parametrize("launcher", [
+    ("accelerate", "launch", "--cpu", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
+     "--dynamo_backend", "no"),
+    ("torchrun", "--nproc_per_node", "1"),
+], ids=["accelerate", "torchrun"])
+def test_under_a_launcher_a_user_error_is_one_line_and_status_2(typo_yaml, launcher):
+    """The launcher exits 2 without its own traceback of the child's failure (the child tells it
+    through the file named by SM_DREAM_USER_ERROR_FILE, which the installed start-up hook sets)."""
+    out = run(VENV_BIN / launcher[0], *launcher[1:], RECIPE, "--config", typo_yaml)
+    assert out.returncode == 2, out.stderr
     assert error_lines(out.stderr) == [
         f"error: {typo_yaml}: unknown keys ['lerning_rate'] (lerning_rate: did you mean 'learning_rate'?); "
         "see `--help` for the valid keys."]
-    assert "Traceback" not in out.stderr
+    assert "Traceback" not in out.stderr and "CalledProcessError" not in out.stderr
+
+
+def test_under_a_launcher_an_internal_error_keeps_its_traceback(tmp_path):
+    """Only user errors are relayed quietly: a child that crashes leaves the launcher's traceback."""
+    crash = tmp_path / "crash.py"
+    crash.write_text("raise RuntimeError('boom')\n")
+    out = run(VENV_BIN / "accelerate", "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", crash)
+    assert out.returncode == 1
+    assert "RuntimeError: boom" in out.stderr and "CalledProcessError" in out.stderr
 
 
 def test_sm_dream_unknown_command():

@@ -9,10 +9,9 @@ points (`sm-dream`, the recipe scripts, `sm-dream-eval`) print it as one line
 on stderr and exit with status 2, without a traceback. `--debug` (or `SM_DREAM_DEBUG=1`) shows the
 traceback; any other exception is an internal error and keeps its traceback.
 
-Under `accelerate launch` the launcher adds its own lines after the child exits (accelerate 1.x:
-a `subprocess.CalledProcessError` traceback ending in "Command [...] returned non-zero exit status
-2."); `accelerate launch --quiet` replaces them with a plain exit status. torchrun reports the exit
-status in its own summary. The child's `error:` line is the one to read.
+Under `accelerate launch` and `torchrun` (launchers started after sm_dream was installed), the
+launcher then exits with status 2 too, without a traceback of its own: the child's `error:` line is
+the message (`sm_dream/evaluation/registration.py`). torchrun still logs which rank failed.
 """
 
 import os
@@ -24,6 +23,7 @@ from typing import Iterable, List, Optional
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "SM_DREAM_DEBUG"
 EXIT_USER_ERROR = 2  # argparse's status for a bad command line
+USER_ERROR_FILE = "SM_DREAM_USER_ERROR_FILE"  # see sm_dream/evaluation/registration.py
 
 
 class UserError(ValueError):
@@ -73,6 +73,12 @@ def report_user_error(err: BaseException, prog: str = "") -> None:
     if is_main_process():
         text = str(err).strip() or type(err).__name__
         print(f"{prog + ': ' if prog else ''}error: {text}", file=sys.stderr, flush=True)
+    marker = os.environ.get(USER_ERROR_FILE)
+    if marker:  # set by a launcher (accelerate launch, torchrun): it then exits 2 without a traceback
+        try:
+            open(marker, "a").close()
+        except OSError:
+            pass
 
 
 @contextmanager

@@ -14,7 +14,12 @@ lm-eval's own module has run:
 - `lm_eval.tasks.manager`: every `TaskManager` that includes the built-in tasks also indexes
   sm_dream's task folder, before any `--include_path` (a user's task of the same name wins).
 
-Environment: `SM_DREAM_LM_EVAL_HOOK=0` switches the hook off. `SM_DREAM_LM_EVAL_TASKS=sm_dream`
+The same hook makes launchers quiet about user errors: in an `accelerate launch` or `torchrun`
+process (`accelerate.commands.launch` / `torch.distributed.run` imported), a launched sm_dream
+process that stops on a user error has printed its one line, and the launcher exits with status 2
+instead of adding a traceback of the child's failure (`relay_user_errors`).
+
+Environment: `SM_DREAM_LM_EVAL_HOOK=0` switches the hook off (both parts). `SM_DREAM_LM_EVAL_TASKS=sm_dream`
 makes every `TaskManager` index only sm_dream's tasks and `--include_path`, not lm-eval's ~15,000
 built-in YAML files, which saves 15-30 s of start-up per `lm_eval` run (built-in tasks such as
 `gsm8k` are then unknown). Only `os` and `sys` are imported here (both are loaded at start-up).
@@ -99,7 +104,41 @@ def patch_task_manager(manager_module) -> None:
     cls.__init__ = __init__
 
 
-CALLBACKS = {"lm_eval.api.registry": register_models, "lm_eval.tasks.manager": patch_task_manager}
+USER_ERROR_FILE = "SM_DREAM_USER_ERROR_FILE"  # read by sm_dream.errors in the launched processes
+
+
+def relay_user_errors(_launcher_module) -> None:
+    """In a launcher process (`accelerate launch`, `torchrun`): a launched sm_dream process that
+    stops on a user error prints its one `error:` line and touches the file named by
+    `SM_DREAM_USER_ERROR_FILE` (in a folder only this user can enter); the launcher then exits with
+    status 2 instead of printing a traceback of the child's failure. Any other failure of the
+    launcher keeps its traceback. Launchers have no option for this (`accelerate launch --quiet`
+    exits 1 and hides internal errors too), hence the excepthook."""
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="sm_dream_launch_")
+    marker = os.path.join(folder, "user_error")
+    os.environ[USER_ERROR_FILE] = marker  # the launchers copy os.environ into their children
+    previous = sys.excepthook
+
+    def excepthook(kind, value, traceback):
+        user_error = os.path.exists(marker)
+        shutil.rmtree(folder, ignore_errors=True)
+        if not user_error:
+            return previous(kind, value, traceback)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(2)  # the child's `error:` line is the message; argparse's status for user errors
+
+    sys.excepthook = excepthook
+    import atexit
+
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+
+
+CALLBACKS = {"lm_eval.api.registry": register_models, "lm_eval.tasks.manager": patch_task_manager,
+             "accelerate.commands.launch": relay_user_errors, "torch.distributed.run": relay_user_errors}
 
 
 class PostImportFinder:
