@@ -29,7 +29,7 @@ round by round (the order alternates) and medians reported, so drift hits all of
 
 import argparse
 import contextlib
-import importlib.util
+import importlib
 import statistics
 import sys
 import time
@@ -40,6 +40,9 @@ import torch
 from sm_dream import SoftMaskDreamForDiffusionLM
 from sm_dream.model import generation_utils
 from sm_dream.tiny import DREAM_VOCAB_SIZE, small_vocab_config, tiny_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from check_token_identity import load_package  # noqa: E402  (one loader of an old package copy)
 
 MODELS = {"vocab-heavy": dict(hidden=512, layers=8, vocab=32000),
           "Dream-proportioned": dict(hidden=1024, layers=8, vocab=4096)}
@@ -106,14 +109,8 @@ def _mid_model(logit_scale: float, k: int) -> SoftMaskDreamForDiffusionLM:
 
 
 def _load_baseline(directory: str):
-    """The `denoise` of another copy of the model package (relative imports only), as its own package."""
-    init = Path(directory) / "__init__.py"
-    if not init.is_file():
-        raise ValueError(f"--baseline {directory!r} has no __init__.py; pass a sm_dream/model directory.")
-    spec = importlib.util.spec_from_file_location("baseline_model", init, submodule_search_locations=[directory])
-    package = importlib.util.module_from_spec(spec)
-    sys.modules["baseline_model"] = package
-    spec.loader.exec_module(package)
+    """The `denoise` of another copy of the model package, loaded as its own package."""
+    load_package(directory, "baseline_model")
     return importlib.import_module("baseline_model.denoising").denoise
 
 

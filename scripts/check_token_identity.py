@@ -73,14 +73,15 @@ REMASKING = {
 FIXED_MODES = [m for m in MODES if "threshold" not in m]
 
 
-def load_package(directory: str):
-    """Another copy of the model package, imported as the package `old_sm_dream_model`."""
+def load_package(directory: str, name: str = "old_sm_dream_model"):
+    """Another copy of the model package (its files import only torch, transformers and each other),
+    imported as the package `name`; also benchmarks/bench_generation.py's `--baseline`."""
     init = Path(directory) / "__init__.py"
     if not init.is_file():
         raise SystemExit(f"{directory!r} has no __init__.py; pass a sm_dream/model directory.")
-    spec = importlib.util.spec_from_file_location("old_sm_dream_model", init, submodule_search_locations=[directory])
+    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[directory])
     package = importlib.util.module_from_spec(spec)
-    sys.modules["old_sm_dream_model"] = package
+    sys.modules[name] = package
     spec.loader.exec_module(package)
     return package
 

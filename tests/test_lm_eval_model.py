@@ -154,6 +154,14 @@ def test_gen_kwargs_override_the_model_args_per_request_and_text_is_cut(lm, monk
     assert "override the model args" in caplog.text and "'temperature': 0" in caplog.text
 
 
+def test_stop_strings_cut_at_the_earliest_and_may_be_one_string(lm, monkeypatch):
+    fake = FakeGenerate(lm.tokenizer, "alpha\n\nbeta", "gamma")
+    monkeypatch.setattr(lm, "model", SimpleNamespace(diffusion_generate=fake))
+    one_string = Instance("generate_until", {}, ("p", {"until": "\n\n", "max_gen_toks": 12}), 0, ("t", 0, 1))
+    several = request("q", until=["beta", "", "pha"], max_gen_toks=12, idx=1)
+    assert lm.generate_until([one_string, several]) == ["alpha", "al"]
+
+
 def test_gen_kwargs_that_cannot_apply_are_refused_before_generation(lm, monkeypatch):
     fake = FakeGenerate(lm.tokenizer, "x", "y")
     monkeypatch.setattr(lm, "model", SimpleNamespace(diffusion_generate=fake))

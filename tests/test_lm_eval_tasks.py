@@ -18,7 +18,6 @@ from lm_eval_testing import write_jsonl
 from sm_dream.evaluation import code_execution
 from sm_dream.evaluation.code_execution import code_before_fence, pass_at_k, run_program, run_programs
 from sm_dream.evaluation.eval_data import load_task_data, read_records
-from sm_dream.evaluation.lm_eval_model import cut_at_stop_strings
 from sm_dream.evaluation.lm_eval_reference import ReferenceLM
 from sm_dream.evaluation.math_answers import answers_match, final_answer, is_equivalent, last_boxed, normalize_answer
 from sm_dream.evaluation.registration import task_dir
@@ -68,11 +67,9 @@ def test_pass_at_k_rejects_impossible_counts():
         pass_at_k(3, 4, 1)
 
 
-def test_code_before_fence_and_stop_strings():
+def test_code_before_fence():
     assert code_before_fence("    return 1\n```\nExplanation") == "    return 1\n"
     assert code_before_fence("    return 1\n") == "    return 1\n"  # unclosed block: keep the code
-    assert cut_at_stop_strings("a\nclass B\ndef c", ["\ndef", "\nclass", ""]) == "a"
-    assert cut_at_stop_strings("abc", None) == "abc"
 
 
 # ----------------------------------------------------------------------------- MATH answers

@@ -397,12 +397,16 @@ def test_overwrite_output_dir_starts_afresh(tmp_path):
 def test_exports_carry_model_cards_and_refuse_to_replace_another_model(finished_run, tmp_path, capsys):
     import shutil
 
+    from huggingface_hub import ModelCard
+
     from sm_dream.cli import main as cli
 
     card = (finished_run / "merged" / "README.md").read_text()
     front = yaml.safe_load(card.split("---")[1])
     base = str(finished_run / "base_model")
     assert front["base_model"] == base and front["sm_dream_source"] == str(finished_run)
+    loaded = ModelCard.load(finished_run / "merged" / "README.md")  # the Hub's own reader
+    assert (loaded.data.base_model, loaded.data.sm_dream_source) == (base, str(finished_run))
     state = json.loads((finished_run / "trainer_state.json").read_text())
     sm = [e for e in state["log_history"] if "sm/w_s" in e][-1]
     for name in ("w_s", "w_a", "w_b"):
@@ -432,6 +436,17 @@ def test_exports_carry_model_cards_and_refuse_to_replace_another_model(finished_
     cli(["export", str(moved), str(other), "--base_model", base, "--overwrite"])
     assert yaml.safe_load((other / "README.md").read_text().split("---")[1])["sm_dream_source"] == str(moved)
     cli(["export", str(moved), str(other), "--base_model", base])  # the same run again: allowed
+
+
+def test_export_source_reads_only_the_header_of_an_sm_dream_card(tmp_path):
+    from sm_dream.training.model_card import export_source
+
+    assert export_source(str(tmp_path)) is None  # no README.md
+    for text in ("# A plain README\n", "---\n[a, b\n---\n", "---\n- a list\n---\n", "---\nlicense: mit\n---\n"):
+        (tmp_path / "README.md").write_text(text)
+        assert export_source(str(tmp_path)) is None, text
+    (tmp_path / "README.md").write_text("---\nsm_dream_source: /runs/a\n---\n\n# Card\n")
+    assert export_source(str(tmp_path)) == "/runs/a"
 
 
 @pytest.mark.parametrize("flags, expected", [

@@ -17,8 +17,9 @@ names both when they differ). A request's generation kwargs (`--gen_kwargs`) ove
 args' sampling per request, with a warning (see `eval_settings`).
 
 Generation: requests with the same stop strings and length are sorted by prompt length, batched
-with left padding and generated with `diffusion_generate`; each continuation is cut at the first
-end-of-text / end-of-turn token, then at the first of the task's stop strings. Each batch is seeded
+with left padding (lm-eval's `Collator`) and generated with `diffusion_generate`; each continuation
+is cut at the first end-of-text / end-of-turn token, then at the task's stop strings (lm-eval's
+`postprocess_generated_text`). Each batch is seeded
 from `seed` and its prompts, so with `batch_size=1` an answer does not depend on the order of the
 documents or on how many processes share them. The run's results record the settings, the SM
 parameters, and per task the NFE, the new tokens and the tokens per second.
@@ -35,6 +36,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 from lm_eval.api.registry import register_model
+from lm_eval.models.utils import Collator, handle_stop_sequences, postprocess_generated_text
 from tqdm import tqdm
 
 from ..model.generation_utils import resolve_steps
@@ -114,16 +116,6 @@ def first_stop_lengths(new_ids: torch.Tensor, stop_ids: torch.Tensor) -> torch.T
     positions = torch.arange(new_ids.shape[1]).expand_as(new_ids)  # (b, N)
     at_stop = torch.isin(new_ids, stop_ids)
     return torch.where(at_stop, positions, new_ids.shape[1]).min(dim=1).values
-
-
-def cut_at_stop_strings(text: str, until) -> str:
-    """`text` up to the earliest occurrence of any non-empty stop string."""
-    cut = len(text)
-    for stop in until or []:
-        if stop:
-            found = text.find(stop)
-            cut = min(cut, found) if found >= 0 else cut
-    return text[:cut]
 
 
 def batch_seed(seed: int, contexts) -> int:
@@ -234,19 +226,20 @@ class SMDreamLM(DistributedLM):
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> List[str]:
         """Continuations of every request, in request order (see the module docstring)."""
-        answers: List[str] = [""] * len(requests)
         batches = self._plan_batches(requests)
+        answers: List[str] = []
         progress = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="sm_dream generate")
-        for indices, until, max_new_tokens, settings in batches:
-            contexts = [requests[i].args[0] for i in indices]
-            texts = self._generate_batch(contexts, max_new_tokens, [requests[i].task_name for i in indices], settings)
-            for i, text in zip(indices, texts):
-                answers[i] = cut_at_stop_strings(text, until)
-                self.cache_hook.add_partial("generate_until", requests[i].args, answers[i])
-            progress.update(len(indices))
+        for batch in batches.get_batched(n=self.batch_size):
+            _, until, max_new_tokens, settings = batch[0]
+            contexts = [r.args[0] for r, *_ in batch]
+            texts = self._generate_batch(contexts, max_new_tokens, [r.task_name for r, *_ in batch], settings)
+            for (request, *_), text in zip(batch, texts):
+                answers.append(postprocess_generated_text(text, until, think_end_token=None))
+                self.cache_hook.add_partial("generate_until", request.args, answers[-1])
+            progress.update(len(batch))
         progress.close()
         self._gather_stats()
-        return answers
+        return batches.get_original(answers)
 
     def _task_length(self, gen_kwargs: dict) -> int:
         if self.settings.max_new_tokens is not None:
@@ -267,33 +260,25 @@ class SMDreamLM(DistributedLM):
                                {k: getattr(cache[key], k, cache[key].extra.get(k)) for k in overrides})
         return cache[key]
 
-    def _plan_batches(self, requests) -> List[Tuple[List[int], List[str], int, GenerationSettings]]:
-        """Batches of request indices with the same stop strings, length and settings, longest prompts
-        first. Every request's settings are checked before anything is generated."""
-        groups: Dict[tuple, List[int]] = defaultdict(list)
-        settings_by_key: Dict[str, GenerationSettings] = {}
-        for i, request in enumerate(requests):
+    def _plan_batches(self, requests) -> Collator:
+        """lm-eval's Collator over (request, stop strings, length, settings): batches of the same stop
+        strings, length and settings, longest prompts first. Every request's settings are checked before
+        anything is generated."""
+        planned, settings_by_key = [], {}
+        for request in requests:
             gen_kwargs = dict(request.args[1])
-            until = gen_kwargs.get("until") or []
-            until = [until] if isinstance(until, str) else list(until)
             length = self._task_length(gen_kwargs)
             try:
+                until = handle_stop_sequences(gen_kwargs.get("until"), eos=None)  # end of text: cut by token id
                 settings = self._request_settings(gen_kwargs, settings_by_key)
                 config = settings.generation_config(length)
                 config.validate()
                 resolve_steps(config, length)  # e.g. steps=512 for a task of 256 tokens with a count-based alg
             except ValueError as err:  # the settings are the user's: name the task and the length it uses
                 raise UserError(f"task {request.task_name} (max_gen_toks={length}): {err}") from err
-            groups[(tuple(until), length, id(settings))].append(i)
-        by_id = {id(s): s for s in settings_by_key.values()}
-        lengths = {i: len(requests[i].args[0]) for i in range(len(requests))}
-        batches = []
-        for (until, max_new_tokens, settings_id), indices in groups.items():
-            indices.sort(key=lambda i: -lengths[i])
-            for start in range(0, len(indices), self.batch_size):
-                batches.append((indices[start : start + self.batch_size], list(until), max_new_tokens,
-                                by_id[settings_id]))
-        return batches
+            planned.append((request, until, length, settings))
+        return Collator(planned, sort_fn=lambda item: -len(item[0].args[0]), group_by="gen_kwargs",
+                        group_fn=lambda item: {"until": item[1], "length": item[2], "settings": id(item[3])})
 
     # ---------------------------------------------------------------- generation
     def _encode(self, contexts: List[str], max_new_tokens: int):

@@ -18,10 +18,10 @@ tasks), then cut at the task's stop strings like a model's answer. Records come 
 from typing import List
 
 from lm_eval.api.registry import register_model
+from lm_eval.models.utils import postprocess_generated_text
 
 from .eval_data import human_eval_file, read_records
 from .lm_eval_distributed import DistributedLM
-from .lm_eval_model import cut_at_stop_strings
 
 GARBAGE = "    raise NotImplementedError('garbage')\n"
 MODES = ("canonical", "garbage")
@@ -60,7 +60,7 @@ class ReferenceLM(DistributedLM):
         answers = []
         for request in requests:
             context, gen_kwargs = request.args
-            answers.append(cut_at_stop_strings(self.answer(context), gen_kwargs.get("until")))
+            answers.append(postprocess_generated_text(self.answer(context), gen_kwargs.get("until"), None))
         return answers
 
     def loglikelihood(self, requests):

@@ -14,9 +14,9 @@ no-decay parameters as `transformers.Trainer` does, and the SM parameters at `sm
 
 from typing import Callable, Dict, List, Optional
 
+from accelerate.utils import extract_model_from_parallel
 from torch import nn
 
-from .losses import unwrap_model
 
 SM_MODULE = "soft_mask"  # the model attribute holding w_s, w_a, w_b (a PEFT `modules_to_save` entry)
 SM_LEARNING_RATE = 1e-2  # the SM group's learning rate (paper A.2), the default of `sm_learning_rate`
@@ -80,7 +80,7 @@ def optimizer_groups(model: nn.Module, learning_rate: float, sm_learning_rate: f
 
 def sm_module(model: nn.Module) -> nn.Module:
     """The module holding the SM parameters in use (PEFT's trained copy when wrapped)."""
-    module = getattr(unwrap_model(model), SM_MODULE)
+    module = getattr(extract_model_from_parallel(model), SM_MODULE)
     copies = getattr(module, "modules_to_save", None)
     return copies[module.active_adapter if isinstance(module.active_adapter, str) else module.active_adapter[0]] \
         if copies is not None else module

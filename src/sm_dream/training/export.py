@@ -58,10 +58,8 @@ def export_standalone(model_or_path, output_dir: str, tokenizer=None, base_model
     if tokenizer is not None:
         tokenizer.save_pretrained(partial)
     if from_path:
-        card = model_card(model_or_path, base or model.config.name_or_path, model.config,
-                          model.soft_mask.mapped(), final)
-        with open(os.path.join(partial, CARD), "w") as f:
-            f.write(card)
+        model_card(model_or_path, base or model.config.name_or_path, model.config, model.soft_mask.mapped(),
+                   final).save(os.path.join(partial, CARD))
     _move_into_place(partial, final)
     return output_dir
 

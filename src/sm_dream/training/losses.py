@@ -31,6 +31,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from accelerate.utils import extract_model_from_parallel
 
 from .folding import folded_adapters
 from .noise import apply_mask
@@ -51,13 +52,6 @@ class DiffusionLossOutput:
     first_pass: bool
     lam: Optional[torch.Tensor] = None
     nll_per_sample: Optional[torch.Tensor] = None
-
-
-def unwrap_model(model):
-    """The model below DDP / DeepSpeed wrappers (`.module`); PEFT models forward attributes themselves."""
-    while hasattr(model, "module"):
-        model = model.module
-    return model
 
 
 def _check_masks(response_mask: torch.Tensor, masked: torch.Tensor) -> None:
@@ -130,7 +124,7 @@ def sm_two_pass_loss(
     With `first_pass=False` this is exactly `masked_diffusion_loss`.
     """
     _check_masks(response_mask, masked)
-    config = unwrap_model(model).config
+    config = extract_model_from_parallel(model).config
     mask_token_id = config.mask_token_id if mask_token_id is None else mask_token_id
     first_pass = bool(sm_on.any()) if first_pass is None else bool(first_pass)
     x_t = apply_mask(input_ids, masked, mask_token_id)  # (b, l)
@@ -173,4 +167,4 @@ def _lambda_of_sm_rows(model, feedback: SoftMaskFeedback, sm_on: torch.Tensor) -
     """lambda at the fed-back positions of samples with SM on (a module call: ZeRO-3 gathers w)."""
     sample_of_row = feedback.positions.nonzero()[:, 0]  # (n,)
     keep = sm_on[sample_of_row]
-    return unwrap_model(model).soft_mask(feedback.entropy[keep]).detach().float()
+    return extract_model_from_parallel(model).soft_mask(feedback.entropy[keep]).detach().float()

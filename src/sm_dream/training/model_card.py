@@ -51,9 +51,11 @@ def _data_lines(stats: Optional[dict]) -> str:
                      for name, counts in stats.items())
 
 
-def model_card(source: str, base_model: str, config, sm_values: dict, export_dir: str) -> str:
-    """The card text for a model exported from `source` (a run folder or checkpoint) into `export_dir`."""
+def model_card(source: str, base_model: str, config, sm_values: dict, export_dir: str):
+    """The `huggingface_hub.ModelCard` of a model exported from `source` (a run folder or checkpoint)
+    into `export_dir`."""
     import yaml
+    from huggingface_hub import ModelCard, ModelCardData
 
     run = run_folder_of(source)
     run_config = {}
@@ -64,9 +66,9 @@ def model_card(source: str, base_model: str, config, sm_values: dict, export_dir
     k = getattr(config, "sm_top_k", "?")
     if "tau" in sm_values:
         k = f"full vocabulary (tau = {sm_values['tau']:.4g})"
-    front = {"base_model": base_model, "library_name": "transformers", "pipeline_tag": "text-generation",
-             "tags": ["sm_dream", "soft-masking", "diffusion-language-model", "dream"],
-             "sm_dream_source": os.path.abspath(source)}
+    front = ModelCardData(base_model=base_model, library_name="transformers", pipeline_tag="text-generation",
+                          tags=["sm_dream", "soft-masking", "diffusion-language-model", "dream"],
+                          sm_dream_source=os.path.abspath(source))
     rows = [("base model", f"`{base_model}`"), ("recipe", f"`{run_config.get('recipe', 'not recorded')}`"),
             ("finetuning", f"{run_config.get('finetuning', '?')} (r = {run_config.get('lora_r', '?')}, "
                            f"alpha = {run_config.get('lora_alpha', '?')}), merged into the weights"),
@@ -78,27 +80,23 @@ def model_card(source: str, base_model: str, config, sm_values: dict, export_dir
             ("training data", _data_lines(_read_json(os.path.join(run, "data_stats.json"))))]
     table = "\n".join(["| | |", "| --- | --- |"] + [f"| {a} | {b} |" for a, b in rows])
     name = os.path.basename(os.path.abspath(export_dir))
-    return (f"---\n{yaml.safe_dump(front, sort_keys=False)}---\n\n# Soft-masked Dream: {name}\n\n"
-            f"A Dream masked diffusion language model finetuned with soft-masking (SM; paper: *Soft-Masked Diffusion "
-            f"Language Models*): each masked position's input blends the [MASK] embedding with the embeddings of the "
-            f"top-k predicted tokens, weighted by lambda = w_s sigmoid(w_a (-H - w_b)) of the prediction entropy H.\n\n"
-            f"{table}\n\nThe model code is carried in this folder (`auto_map`): sm_dream need not be installed.\n\n"
-            f"## Usage\n\n{USAGE.format(path=os.path.abspath(export_dir))}\n")
+    return ModelCard(
+        f"---\n{front.to_yaml()}\n---\n\n# Soft-masked Dream: {name}\n\n"
+        f"A Dream masked diffusion language model finetuned with soft-masking (SM; paper: *Soft-Masked Diffusion "
+        f"Language Models*): each masked position's input blends the [MASK] embedding with the embeddings of the "
+        f"top-k predicted tokens, weighted by lambda = w_s sigmoid(w_a (-H - w_b)) of the prediction entropy H.\n\n"
+        f"{table}\n\nThe model code is carried in this folder (`auto_map`): sm_dream need not be installed.\n\n"
+        f"## Usage\n\n{USAGE.format(path=os.path.abspath(export_dir))}\n")
 
 
 def export_source(export_dir: str) -> Optional[str]:
     """The run folder an existing export came from (None: not an sm_dream export, or no card)."""
     import yaml
+    from huggingface_hub.repocard import metadata_load
 
     path = os.path.join(export_dir, CARD)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        text = f.read()
-    if not text.startswith("---\n") or "\n---" not in text[4:]:
-        return None
     try:
-        front = yaml.safe_load(text[4:text.index("\n---", 4)]) or {}
-    except yaml.YAMLError:
+        front = metadata_load(path) if os.path.exists(path) else None
+    except (ValueError, yaml.YAMLError):  # a README whose YAML header is broken or not a mapping
         return None
-    return front.get("sm_dream_source") if isinstance(front, dict) else None
+    return (front or {}).get("sm_dream_source")

@@ -20,10 +20,11 @@ The library keeps checkpointing, resume, gradient accumulation, distributed laun
 from collections import defaultdict
 
 import torch
+from accelerate.utils import extract_model_from_parallel
 from transformers import Trainer
 
 from .adapters import optimizer_groups, sm_values
-from .losses import sm_two_pass_loss, unwrap_model
+from .losses import sm_two_pass_loss
 from .noise import sample_noise
 
 
@@ -38,7 +39,7 @@ class SoftMaskTrainer(Trainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.args.p_sm > 0 and not unwrap_model(self.model).config.sm_enabled:
+        if self.args.p_sm > 0 and not extract_model_from_parallel(self.model).config.sm_enabled:
             raise ValueError(f"p_sm={self.args.p_sm} trains soft-masking but the model has sm_enabled=False; "
                              "set p_sm: 0 (binary baseline) or sm_enabled: true in model_config_overrides.")
         self._sm_log = defaultdict(float)
