@@ -13,14 +13,14 @@ import zipfile
 import pytest
 from lm_eval import simple_evaluate
 from lm_eval.tasks import TaskManager
-from lm_eval_testing import write_jsonl
+from lm_eval_testing import load_task, score_responses, write_jsonl
 
 from sm_dream.evaluation import code_execution
 from sm_dream.evaluation.code_execution import code_before_fence, pass_at_k, run_program, run_programs
 from sm_dream.evaluation.eval_data import load_task_data, read_records
 from sm_dream.evaluation.lm_eval_model import cut_at_stop_strings
 from sm_dream.evaluation.lm_eval_reference import ReferenceLM
-from sm_dream.evaluation.math_answers import answers_match, final_answer, is_equivalent, last_boxed, normalize_answer
+from sm_dream.evaluation.math_answers import NO_ANSWER
 from sm_dream.evaluation.registration import task_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,43 +78,49 @@ def test_code_before_fence_and_stop_strings():
 # ----------------------------------------------------------------------------- MATH answers
 
 
-@pytest.mark.parametrize("text,gold", [
-    ("so \\boxed{\\frac{1}{2}}.", "\\frac12"),
-    ("\\boxed{0.50}", "\\frac{1}{2}"),
-    ("The final answer is $1,000$. I hope it is correct.", "1000"),
-    ("\\boxed{x = 5}", "5"),
-    ("\\boxed{90^\\circ}", "90"),
-    ("\\boxed{\\dfrac{3}{4}}", "3/4"),
-    ("\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "\\left( 3, \\frac{\\pi}{2} \\right)"),
-    ("\\boxed{\\text{(C)}}", "\\text{(C)}"),
-    ("first \\boxed{1} then \\boxed{\\sqrt2}", "\\sqrt{2}"),
+@pytest.fixture(scope="module")
+def math_task(tmp_path_factory):
+    return load_task("math500_smd", math500_file=write_jsonl(tmp_path_factory.mktemp("math") / "m.jsonl", MATH))
+
+
+def math_scores(task, pairs) -> list:
+    """(extracted answer, exact_match) of each (solution text, reference answer): the task's filter,
+    then its process_results, as lm-eval's evaluator runs them."""
+    scored = score_responses(task, [(text, {"answer": gold}) for text, gold in pairs])
+    return [(answer, scores["exact_match"]) for answer, scores in scored]
+
+
+@pytest.mark.parametrize("text,gold,answer", [
+    ("so \\boxed{\\frac{1}{2}}.", "\\frac12", "\\frac{1}{2}"),
+    ("\\boxed{0.50}", "\\frac{1}{2}", "0.50"),
+    ("The final answer is $1,000$. I hope it is correct.", "1000", "1,000"),
+    ("\\boxed{x = 5}", "5", "x = 5"),
+    ("\\boxed{90^\\circ}", "90", "90^\\circ"),
+    ("\\boxed{\\dfrac{3}{4}}", "3/4", "\\frac{3}{4}"),
+    ("\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "\\left( 3, \\frac{\\pi}{2} \\right)", "( 3, \\frac{\\pi}{2} )"),
+    ("\\boxed{\\text{(C)}}", "\\text{(C)}", "\\text{(C)}"),
+    ("first \\boxed{1}; after checking every case once more, \\boxed{\\sqrt2}", "\\sqrt{2}", "\\sqrt{2}"),
+    ("\\boxed{1}, \\boxed{\\sqrt2}", "\\sqrt2", "\\sqrt{2}"),  # the last box only, even side by side
+    ("\\boxed{\\frac{a}{b^{2}}}", "\\frac{a}{b^2}", "\\frac{a}{b^{2}}"),  # nested braces
+    ("\\boxed{\\frac{\\sqrt3}{3}}", "\\frac{1}{\\sqrt3}", "\\frac{\\sqrt{3}}{3}"),  # needs algebra
+    ("\\boxed{2x+2}", "2(x+1)", "2x+2"),
+    ("\\boxed{(1,2)}", "(1, 2)", "(1,2)"),
+    ("\\boxed{0.5}", "\\frac12", "\\frac{1}{2}"),
 ])
-def test_math_answers_match(text, gold):
-    assert answers_match(final_answer(text), gold)
+def test_math_filter_extracts_and_equivalent_forms_score(math_task, text, gold, answer):
+    assert math_scores(math_task, [(text, gold)]) == [(answer, 1.0)]
 
 
-@pytest.mark.parametrize("text,gold", [("\\boxed{5}", "6"), ("no answer here", "1"), ("\\boxed{\\frac{1}{3}}", "0.3")])
-def test_math_answers_differ(text, gold):
-    assert not answers_match(final_answer(text), gold)
-
-
-@pytest.mark.parametrize("text,gold,expected", [
-    ("\\boxed{\\frac{\\sqrt3}{3}}", "\\frac{1}{\\sqrt3}", True),  # needs algebra: math-verify
-    ("\\boxed{2x+2}", "2(x+1)", True),
-    ("\\boxed{(1,2)}", "(1, 2)", True),
-    ("\\boxed{0.5}", "\\frac12", True),
-    ("\\boxed{\\frac{1}{3}}", "0.3", False),
-    ("\\boxed{2x+3}", "2(x+1)", False),
-    ("so x = 7", "7", False),  # an answer must be boxed (or "final answer is"): not any number in the text
+@pytest.mark.parametrize("text,gold,answer", [
+    ("\\boxed{5}", "6", "5"),
+    ("\\boxed{\\frac{1}{3}}", "0.3", "\\frac{1}{3}"),
+    ("\\boxed{2x+3}", "2(x+1)", "2x+3"),
+    ("\\boxed{unclosed", "1", NO_ANSWER),
+    ("no answer here", "1", NO_ANSWER),
+    ("so x = 7", "7", NO_ANSWER),  # an answer must be boxed (or "final answer is"): not any number in the text
 ])
-def test_math_verify_accepts_equivalent_forms_only(text, gold, expected):
-    assert is_equivalent(text, gold) is expected
-
-
-def test_last_boxed_handles_nesting_and_unbalanced_braces():
-    assert last_boxed("\\boxed{\\frac{a}{b^{2}}}") == "\\frac{a}{b^{2}}"
-    assert last_boxed("\\boxed{unclosed") is None
-    assert normalize_answer(" $1,234.50$ ") == "1234.5"
+def test_math_filter_scores_other_answers_wrong(math_task, text, gold, answer):
+    assert math_scores(math_task, [(text, gold)]) == [(answer, 0.0)]
 
 
 # ----------------------------------------------------------------------------- data files
@@ -207,9 +213,9 @@ CASES = {  # task -> (rows, metadata key, reference-LM args, metric, canonical s
                           "pass@1,extract_code", 1.0),
     "humaneval_plus_instruct": (HUMANEVAL_PLUS, "humaneval_plus_file", {}, "pass@1,create_test", 1.0),
     "gsm8k_instruct_smd": (GSM8K, "gsm8k_file", dict(prompt_field="question", solution_field="answer", suffix=""),
-                           "exact_match,none", 1.0),
+                           "exact_match,flexible-extract", 1.0),
     "math500_smd": (MATH, "math500_file", dict(prompt_field="problem", solution_field="solution", suffix=""),
-                    "exact_match,none", 1.0),
+                    "exact_match,boxed-answer", 1.0),
 }
 
 
@@ -230,6 +236,21 @@ def test_task_scores_reference_solutions_and_garbage(task, tmp_path):
     assert len(samples) == len(CASES[task][0])
     garbage, _ = evaluate_reference(task, tmp_path, "garbage")
     assert garbage == 0.0
+
+
+@pytest.mark.parametrize("task,answers", [
+    ("gsm8k_instruct_smd", [row["answer"].rsplit("#### ", 1)[1].replace(",", "") for row in GSM8K]),
+    ("math500_smd", ["2", "\\frac{1}{2}"]),
+])
+def test_log_samples_show_the_extracted_answers(task, answers, tmp_path):
+    """As with lm-eval's own gsm8k, the logged samples hold the filter's extracted answers
+    (`filtered_resps`), next to the full responses (`resps`)."""
+    _, samples = evaluate_reference(task, tmp_path, "canonical")
+    assert [s["filtered_resps"] for s in samples] == [[a] for a in answers]
+    assert [s["exact_match"] for s in samples] == [1.0] * len(answers)
+    assert all(len(s["resps"][0][0]) > len(s["filtered_resps"][0]) for s in samples)  # resps: the whole answer
+    _, samples = evaluate_reference(task, tmp_path, "garbage")
+    assert [s["filtered_resps"] for s in samples] == [[NO_ANSWER]] * len(answers)
 
 
 def test_mbpp_plus_fails_a_solution_that_only_passes_the_first_assert(tmp_path):

@@ -10,7 +10,7 @@ tasks' lm-eval filters (`filter_list` in eval_tasks/gsm8k and eval_tasks/math500
   number (`40%` is 40, as the gold answers write it).
 - `math_answer(text)`: the last `\\boxed{}` or "final answer is $X$" (Minerva's format), as math-verify
   normalises it (`\\dfrac12` -> `\\frac{1}{2}`); only an anchored answer counts, not any number in the
-  text. Boxes side by side (`\\boxed{1}, \\boxed{2}`) are one answer, the set of both (math-verify).
+  text.
 - `math_equivalent(answer, gold)`: math-verify's `verify`: symbolic, so `\\frac{\\sqrt3}{3}` equals
   `\\frac{1}{\\sqrt3}`, `0.5` equals `\\frac12` and `x = 5` equals `5`.
 """
@@ -81,6 +81,9 @@ def math_answer(text: str) -> str:
     """The answer a MATH solution commits to (see the module docstring), or `NO_ANSWER`. Only the last
     anchored answer is tried (extraction_mode="first_match"), the string math-verify read is kept even
     where sympy cannot parse it (fallback_mode="first_match": `\\text{(C)}` compares as text)."""
+    # The last box alone (Minerva's rule, as lm-eval's minerva_math): math-verify would read boxes a
+    # few words apart ("\\boxed{1}, no: \\boxed{2}") as one answer, the set of both.
+    text = text[text.rfind("\\boxed"):] if "\\boxed" in text else text
     found = _math_verify().parse(text, _configs()[1], fallback_mode="first_match", extraction_mode="first_match",
                                  **_timeouts())
     return next((s for s in found if isinstance(s, str) and s), NO_ANSWER)
