@@ -10,6 +10,7 @@ import subprocess
 import sys
 import zipfile
 
+import datasets
 import pytest
 from lm_eval import simple_evaluate
 from lm_eval.tasks import TaskManager
@@ -17,7 +18,7 @@ from lm_eval_testing import load_task, score_responses, write_jsonl
 
 from sm_dream.evaluation import code_execution
 from sm_dream.evaluation.code_execution import code_before_fence, pass_at_k, run_program, run_programs
-from sm_dream.evaluation.eval_data import load_task_data, read_records
+from sm_dream.evaluation.eval_data import load_file, load_task_data
 from sm_dream.evaluation.lm_eval_model import cut_at_stop_strings
 from sm_dream.evaluation.lm_eval_reference import ReferenceLM
 from sm_dream.evaluation.math_answers import NO_ANSWER
@@ -126,16 +127,34 @@ def test_math_filter_scores_other_answers_wrong(math_task, text, gold, answer):
 # ----------------------------------------------------------------------------- data files
 
 
-def test_read_records_formats_and_errors(tmp_path):
+def test_load_file_formats_and_errors(tmp_path):
     rows = [{"a": 1}, {"a": 2}]
     write_jsonl(tmp_path / "x.jsonl", rows)
     (tmp_path / "x.json").write_text(json.dumps(rows))
     with gzip.open(tmp_path / "x.jsonl.gz", "wt") as f:
         f.write("\n".join(json.dumps(r) for r in rows))
-    for name in ("x.jsonl", "x.json", "x.jsonl.gz"):
-        assert read_records(str(tmp_path / name)) == rows
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "x.parquet"))
+    for name in ("x.jsonl", "x.json", "x.jsonl.gz", "x.parquet"):
+        assert list(load_file(str(tmp_path / name))) == rows
     with pytest.raises(ValueError, match="does not exist"):
-        read_records(str(tmp_path / "missing.jsonl"))
+        load_file(str(tmp_path / "missing.jsonl"))
+    (tmp_path / "broken.jsonl").write_text('{"a": 1}\nnot json\n')
+    (tmp_path / "list.jsonl").write_text('{"a": 1}\n[1, 2]\n')
+    for name in ("broken.jsonl", "list.jsonl"):
+        with pytest.raises(ValueError, match=rf"'{tmp_path / name}' is not a json file of records.*JSON parse error"):
+            load_file(str(tmp_path / name))
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "empty.json").write_text("[]")
+    for name in ("empty.jsonl", "empty.json"):
+        with pytest.raises(ValueError, match="has no records"):
+            load_file(str(tmp_path / name))
+
+
+def test_task_reads_a_malformed_local_file_with_a_clear_error(tmp_path):
+    path = tmp_path / "gsm8k.jsonl"
+    path.write_text('{"question": "q", "answer": "#### 1"}\n{"question": "q2", "answer": \n')
+    with pytest.raises(ValueError, match="is not a json file of records"):
+        load_task_data("gsm8k", gsm8k_file=str(path))
 
 
 def test_local_file_with_missing_columns_names_them(tmp_path):
