@@ -44,12 +44,14 @@ def _configs():
 
 
 def _exact(value) -> Optional[Fraction]:
-    """A parsed number as an exact rational ("40%" as 40), or None for anything else."""
-    from math_verify.grader import get_pct_val
-    from sympy import nsimplify
+    """A parsed number as an exact rational, or None for anything else. A percentage, which math-verify
+    reads as `X * 1/100`, is its number X here, as the gold answers write it."""
+    from sympy import Mul, Rational, nsimplify
 
     try:
-        value = nsimplify(get_pct_val(value, value).doit(), rational=True)
+        if isinstance(value, Mul) and len(value.args) == 2 and value.args[1].doit() == Rational(1, 100):
+            value = value.args[0]
+        value = nsimplify(value.doit(), rational=True)
     except (AttributeError, TypeError, ValueError):
         return None
     return Fraction(int(value.p), int(value.q)) if value.is_Rational else None
