@@ -53,12 +53,11 @@ def load_file(path: str):
     builder = "parquet" if path.endswith(".parquet") else "json"
     try:
         data = datasets.load_dataset(builder, data_files=path, split="train")
-    except datasets.exceptions.DatasetGenerationError as error:
+    except (datasets.exceptions.DatasetGenerationError, StopIteration, ValueError) as error:
+        # a malformed row, or no rows at all (datasets 5: StopIteration, or ValueError for "[]")
         cause = error.__cause__ or error
-        raise ValueError(f"Data file {path!r} is not a {builder} file of records, one object per row "
-                         f"({type(cause).__name__}: {cause}).") from error
-    except (StopIteration, ValueError) as error:  # datasets on an empty file: StopIteration; on "[]": ValueError
-        raise ValueError(f"Data file {path!r} has no records ({type(error).__name__}: {error}).") from error
+        raise ValueError(f"Data file {path!r} could not be read as {builder} records, one object per row "
+                         f"({type(cause).__name__}: {str(cause) or 'no records'}).") from error
     if data.num_rows == 0:
         raise ValueError(f"Data file {path!r} has no records.")
     return data
