@@ -45,6 +45,9 @@ def rows(path):
     ("\\boxed{18} and the answer is 20", 18),  # a boxed answer is preferred to "the answer is"
     ("The answer is 18. Check: 9 * 2 = 18, so the answer is 19", 19),  # the last one of a kind wins
     ("#### 7\nThe answer is 8", 7),  # `####` first: the dataset's own format
+    ("The answer from step 1: 4 + 2 = 6.\n**Final answer:** **41**", 41),  # markdown bold
+    ("She answered 5 questions right and scored 41 points.", 41),  # "answered" is no anchor: the last number
+    ("That is 2**3 = 8 boxes.", 8),
 ])
 def test_extraction_accepts_what_chat_models_write(response, expected):
     assert gsm8k_answer(response) == str(expected)

@@ -5,9 +5,10 @@ tasks' lm-eval filters (`filter_list` in eval_tasks/gsm8k and eval_tasks/math500
 
 - `gsm8k_answer(text)`: the number after the last `#### N` (the dataset's own marker, which math-verify
   has no anchor for); else math-verify's pick: the last `\\boxed{}`, then the last "final answer is N" /
-  "answer: N" / "answer is N", then the last number (`$`, thousands separators, signs and decimals
-  allowed). Written as an exact rational ("18", "1/2"), so `18.00` equals `18`; a percentage is its
-  number (`40%` is 40, as the gold answers write it).
+  "answer: N" / "answer is N" (not any "answer" word, as math-verify alone would), then the last
+  number (`$`, thousands separators, signs, decimals and markdown bold allowed). Written as an exact
+  rational ("18", "1/2"), so `18.00` equals `18`; a percentage is its number (`40%` is 40, as the gold
+  answers write it).
 - `math_answer(text)`: the last `\\boxed{}` or "final answer is $X$" (Minerva's format), as math-verify
   normalises it (`\\dfrac12` -> `\\frac{1}{2}`); only an anchored answer counts, not any number in the
   text.
@@ -15,11 +16,14 @@ tasks' lm-eval filters (`filter_list` in eval_tasks/gsm8k and eval_tasks/math500
   `\\frac{1}{\\sqrt3}`, `0.5` equals `\\frac12` and `x = 5` equals `5`.
 """
 
+import re
 import threading
 from fractions import Fraction
 from typing import Optional
 
 NO_ANSWER = "[invalid]"  # what lm-eval's own extraction filters write when nothing matches
+_BOLD = re.compile(r"(?<![\w)])\*\*|\*\*(?![\w(])")
+_LOOSE_ANSWER = re.compile(r"answer(?!\s*(?:is\b|:))", re.IGNORECASE)
 
 
 def _math_verify():
@@ -60,6 +64,12 @@ def _exact(value) -> Optional[Fraction]:
 def gsm8k_answer(text: str) -> str:
     """The number a GSM8k response commits to (see the module docstring), or `NO_ANSWER`."""
     parse, config = _math_verify().parse, _configs()[0]
+    # Markdown bold ("**Final answer:** **33**") off: math-verify reads "33**" as an unparsable product
+    # and falls back to an earlier number. A power (2**3) keeps its stars.
+    text = _BOLD.sub("", text)
+    # math-verify takes a number near any "answer" word as anchored ("the answer from the previous step:
+    # $4.00", "answered 5 questions"); only "answer is" / "answer:" are anchors here.
+    text = _LOOSE_ANSWER.sub("reply", text)
     regions = [text.rsplit("####", 1)[1].split("\n", 1)[0]] if "####" in text else []
     for region in regions + [text]:
         for value in parse(region, config, fallback_mode="no_fallback", **_timeouts()):
