@@ -124,6 +124,27 @@ def test_math_filter_scores_other_answers_wrong(math_task, text, gold, answer):
     assert math_scores(math_task, [(text, gold)]) == [(answer, 0.0)]
 
 
+# Answers of the forms MATH-500 has (fractions, radicals, tuples, intervals, sets, matrices, text, units,
+# complex numbers, equations): none equals its neighbour in this list.
+MATH_FORMS = [r"\frac{14}{3}", "3", r"\left( 3, \frac{\pi}{2} \right)", "p - q", r"\text{Evelyn}", "6 - 5i", "[-2,7]",
+              r"\sqrt{51}", "x^2+7x+10", "-2, 2", r"\frac{\sqrt{3}}{2}", r"90^\circ", r"\$18.90", "1,\\!000", "0.25",
+              r"-\frac{1}{2}", r"\pi", r"2\sqrt{5}", r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", r"(-\infty, 3)",
+              r"11\sqrt2", r"\text{(C)}", r"10\%", "y = 2x + 3", "4096", r"\dfrac{1}{12}", "5.4", "a = 3", r"\infty",
+              r"\{1, 4\}", "2 \\text{ cm}", r"\frac{1}{3}", "-7", "x=5", r"3\sqrt{3}", r"\left[ \frac{1}{2}, 1 \right)"]
+
+
+def test_math_forms_score_correct_and_their_neighbours_wrong(math_task):
+    """Each answer form, boxed or in Minerva's "final answer is" sentence, scores correct against itself
+    through the task's filter and process_results; the next form in the list scores wrong."""
+    pairs = []
+    for i, gold in enumerate(MATH_FORMS):
+        pairs += [(f"So the answer is $\\boxed{{{gold}}}$.", gold),
+                  (f"Final Answer: The final answer is ${gold}$. I hope it is correct.", gold),
+                  (f"So $\\boxed{{{MATH_FORMS[(i + 1) % len(MATH_FORMS)]}}}$.", gold)]
+    scores = [score for _, score in math_scores(math_task, pairs)]
+    assert scores == [1.0, 1.0, 0.0] * len(MATH_FORMS)
+
+
 # ----------------------------------------------------------------------------- data files
 
 
