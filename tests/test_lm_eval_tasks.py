@@ -255,7 +255,7 @@ CASES = {  # task -> (rows, metadata key, reference-LM args, metric, canonical s
     "gsm8k_instruct_smd": (GSM8K, "gsm8k_file", dict(prompt_field="question", solution_field="answer", suffix=""),
                            "exact_match,flexible-extract", 1.0),
     "math500_smd": (MATH, "math500_file", dict(prompt_field="problem", solution_field="solution", suffix=""),
-                    "exact_match,boxed-answer", 1.0),
+                    "exact_match,final-answer", 1.0),
 }
 
 
