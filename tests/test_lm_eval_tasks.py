@@ -91,37 +91,32 @@ def math_scores(task, pairs) -> list:
     return [(answer, scores["exact_match"]) for answer, scores in scored]
 
 
-@pytest.mark.parametrize("text,gold,answer", [
-    ("so \\boxed{\\frac{1}{2}}.", "\\frac12", "\\frac{1}{2}"),
-    ("\\boxed{0.50}", "\\frac{1}{2}", "0.50"),
-    ("The final answer is $1,000$. I hope it is correct.", "1000", "1,000"),
-    ("\\boxed{x = 5}", "5", "x = 5"),
-    ("\\boxed{90^\\circ}", "90", "90^\\circ"),
-    ("\\boxed{\\dfrac{3}{4}}", "3/4", "\\frac{3}{4}"),
-    ("\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "\\left( 3, \\frac{\\pi}{2} \\right)", "( 3, \\frac{\\pi}{2} )"),
-    ("\\boxed{\\text{(C)}}", "\\text{(C)}", "\\text{(C)}"),
-    ("first \\boxed{1}; after checking every case once more, \\boxed{\\sqrt2}", "\\sqrt{2}", "\\sqrt{2}"),
-    ("\\boxed{1}, \\boxed{\\sqrt2}", "\\sqrt2", "\\sqrt{2}"),  # the last box only, even side by side
-    ("\\boxed{\\frac{a}{b^{2}}}", "\\frac{a}{b^2}", "\\frac{a}{b^{2}}"),  # nested braces
-    ("\\boxed{\\frac{\\sqrt3}{3}}", "\\frac{1}{\\sqrt3}", "\\frac{\\sqrt{3}}{3}"),  # needs algebra
-    ("\\boxed{2x+2}", "2(x+1)", "2x+2"),
-    ("\\boxed{(1,2)}", "(1, 2)", "(1,2)"),
-    ("\\boxed{0.5}", "\\frac12", "\\frac{1}{2}"),
+@pytest.mark.parametrize("text,gold,answer,score", [
+    ("so \\boxed{\\frac{1}{2}}.", "\\frac12", "\\frac{1}{2}", 1.0),
+    ("\\boxed{0.50}", "\\frac{1}{2}", "0.50", 1.0),
+    ("The final answer is $1,000$. I hope it is correct.", "1000", "1,000", 1.0),
+    ("\\boxed{x = 5}", "5", "x = 5", 1.0),
+    ("\\boxed{90^\\circ}", "90", "90^\\circ", 1.0),
+    ("\\boxed{\\dfrac{3}{4}}", "3/4", "\\frac{3}{4}", 1.0),
+    ("\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "(3, \\frac{\\pi}{2})", "( 3, \\frac{\\pi}{2} )", 1.0),
+    ("\\boxed{\\text{(C)}}", "\\text{(C)}", "\\text{(C)}", 1.0),
+    ("first \\boxed{1}; after checking every case once more, \\boxed{\\sqrt2}", "\\sqrt{2}", "\\sqrt{2}", 1.0),
+    ("\\boxed{1}, \\boxed{\\sqrt2}", "\\sqrt2", "\\sqrt{2}", 1.0),  # the last box only, even side by side
+    ("\\boxed{\\frac{a}{b^{2}}}", "\\frac{a}{b^2}", "\\frac{a}{b^{2}}", 1.0),  # nested braces
+    ("\\boxed{\\frac{\\sqrt3}{3}}", "\\frac{1}{\\sqrt3}", "\\frac{\\sqrt{3}}{3}", 1.0),  # needs algebra
+    ("\\boxed{2x+2}", "2(x+1)", "2x+2", 1.0),
+    ("\\boxed{(1,2)}", "(1, 2)", "(1,2)", 1.0),
+    ("\\boxed{0.5}", "\\frac12", "\\frac{1}{2}", 1.0),
+    ("\\boxed{5}", "6", "5", 0.0),
+    ("\\boxed{\\frac{1}{3}}", "0.3", "\\frac{1}{3}", 0.0),
+    ("\\boxed{2x+3}", "2(x+1)", "2x+3", 0.0),
+    ("\\boxed{unclosed", "1", NO_ANSWER, 0.0),
+    ("no answer here", "1", NO_ANSWER, 0.0),
+    ("so x = 7", "7", NO_ANSWER, 0.0),  # an answer must be boxed (or "final answer is"): not any number in the text
 ])
-def test_math_filter_extracts_and_equivalent_forms_score(math_task, text, gold, answer):
-    assert math_scores(math_task, [(text, gold)]) == [(answer, 1.0)]
-
-
-@pytest.mark.parametrize("text,gold,answer", [
-    ("\\boxed{5}", "6", "5"),
-    ("\\boxed{\\frac{1}{3}}", "0.3", "\\frac{1}{3}"),
-    ("\\boxed{2x+3}", "2(x+1)", "2x+3"),
-    ("\\boxed{unclosed", "1", NO_ANSWER),
-    ("no answer here", "1", NO_ANSWER),
-    ("so x = 7", "7", NO_ANSWER),  # an answer must be boxed (or "final answer is"): not any number in the text
-])
-def test_math_filter_scores_other_answers_wrong(math_task, text, gold, answer):
-    assert math_scores(math_task, [(text, gold)]) == [(answer, 0.0)]
+def test_math_filter_extracts_the_final_answer_and_scores_it(math_task, text, gold, answer, score):
+    """Equivalent forms score 1 (math-verify), other answers and unanchored numbers 0."""
+    assert math_scores(math_task, [(text, gold)]) == [(answer, score)]
 
 
 # Answers of the forms MATH-500 has (fractions, radicals, tuples, intervals, sets, matrices, text, units,
