@@ -72,3 +72,25 @@ def read_samples(output_dir, task: str) -> list:
         raise AssertionError(f"expected one samples file for {task} under {output_dir}, found {found}")
     with open(found[0], encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def load_task(name: str, **metadata):
+    """One of sm_dream's shipped tasks, as lm-eval loads it (`metadata`: e.g. its local data file)."""
+    from lm_eval.tasks import TaskManager
+
+    from sm_dream.evaluation.registration import task_dir
+
+    manager = TaskManager(include_path=task_dir(), include_defaults=False, metadata=metadata)
+    return manager.load([name])["tasks"][name]
+
+
+def score_responses(task, pairs) -> list:
+    """(filtered answer, scores) of each (response, doc) pair, as lm-eval's evaluator computes them:
+    the task's filter pipelines on the responses, then its process_results on the filtered answers."""
+    from lm_eval.api.instance import Instance
+
+    instances = [Instance("generate_until", doc, ("", {}), idx=0, resps=[response]) for response, doc in pairs]
+    for pipeline in task._filters:  # what Task.apply_filters runs on the task's own instances
+        pipeline.apply(instances)
+    return [(answer, task.process_results(inst.doc, [answer]))
+            for inst in instances for answer in inst.filtered_resps.values()]

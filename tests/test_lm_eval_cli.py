@@ -17,6 +17,8 @@ import zipfile
 import pytest
 from lm_eval_testing import read_results, read_samples, run_cli, shared_tiny_model
 
+from sm_dream.evaluation.math_answers import gsm8k_answer
+
 TASK = "humaneval_instruct"  # the user's task name: sm_dream's offline version replaces lm-eval's
 CODE = ["--tasks", TASK, "--confirm_run_unsafe_code"]
 
@@ -65,13 +67,16 @@ def test_tiny_sm_dream_end_to_end_with_chat_template(tiny_dir, tmp_path):
     assert info["tasks"]["gsm8k_instruct_smd"]["samples"] == 2
     assert info["soft_masking"]["w_s"] == pytest.approx(0.5) and info["generation"]["temperature"] == 0.1
     assert results["results"][TASK]["pass@1,create_test"] == 0.0
-    assert results["results"]["gsm8k_instruct_smd"]["exact_match,none"] == 0.0
+    assert results["results"]["gsm8k_instruct_smd"]["exact_match,flexible-extract"] == 0.0
     samples = read_samples(tmp_path, TASK)
     context = samples[0]["arguments"]["gen_args_0"]["arg_0"]
     assert (context.startswith("<|im_start|>system")
             and "<|im_start|>assistant\nHere is the completed function:" in context)
     assert context.endswith(samples[0]["doc"]["prompt"] + "\n")  # the gen_prefix, verbatim: the assistant turn is open
-    assert "Janet" in read_samples(tmp_path, "gsm8k_instruct_smd")[0]["arguments"]["gen_args_0"]["arg_0"]
+    gsm8k = read_samples(tmp_path, "gsm8k_instruct_smd")[0]
+    assert "Janet" in gsm8k["arguments"]["gen_args_0"]["arg_0"]
+    # the filter's extracted answer (a number, else "[invalid]"), logged as lm-eval's own gsm8k logs it
+    assert gsm8k["filter"] == "flexible-extract" and gsm8k["filtered_resps"] == [gsm8k_answer(gsm8k["resps"][0][0])]
 
 
 @pytest.mark.slow

@@ -10,16 +10,17 @@ import subprocess
 import sys
 import zipfile
 
+import datasets
 import pytest
 from lm_eval import simple_evaluate
 from lm_eval.tasks import TaskManager
-from lm_eval_testing import write_jsonl
+from lm_eval_testing import load_task, score_responses, write_jsonl
 
 from sm_dream.evaluation import code_execution
 from sm_dream.evaluation.code_execution import code_before_fence, pass_at_k, run_program, run_programs
-from sm_dream.evaluation.eval_data import load_task_data, read_records
+from sm_dream.evaluation.eval_data import load_file, load_task_data
 from sm_dream.evaluation.lm_eval_reference import ReferenceLM
-from sm_dream.evaluation.math_answers import answers_match, final_answer, is_equivalent, last_boxed, normalize_answer
+from sm_dream.evaluation.math_answers import NO_ANSWER
 from sm_dream.evaluation.registration import task_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,58 +76,98 @@ def test_code_before_fence():
 # ----------------------------------------------------------------------------- MATH answers
 
 
-@pytest.mark.parametrize("text,gold", [
-    ("so \\boxed{\\frac{1}{2}}.", "\\frac12"),
-    ("\\boxed{0.50}", "\\frac{1}{2}"),
-    ("The final answer is $1,000$. I hope it is correct.", "1000"),
-    ("\\boxed{x = 5}", "5"),
-    ("\\boxed{90^\\circ}", "90"),
-    ("\\boxed{\\dfrac{3}{4}}", "3/4"),
-    ("\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "\\left( 3, \\frac{\\pi}{2} \\right)"),
-    ("\\boxed{\\text{(C)}}", "\\text{(C)}"),
-    ("first \\boxed{1} then \\boxed{\\sqrt2}", "\\sqrt{2}"),
+@pytest.fixture(scope="module")
+def math_task(tmp_path_factory):
+    return load_task("math500_smd", math500_file=write_jsonl(tmp_path_factory.mktemp("math") / "m.jsonl", MATH))
+
+
+def math_scores(task, pairs) -> list:
+    """(extracted answer, exact_match) of each (solution text, reference answer): the task's filter,
+    then its process_results, as lm-eval's evaluator runs them."""
+    scored = score_responses(task, [(text, {"answer": gold}) for text, gold in pairs])
+    return [(answer, scores["exact_match"]) for answer, scores in scored]
+
+
+@pytest.mark.parametrize("text,gold,answer,score", [
+    ("so \\boxed{\\frac{1}{2}}.", "\\frac12", "\\frac{1}{2}", 1.0),
+    ("\\boxed{0.50}", "\\frac{1}{2}", "0.50", 1.0),
+    ("The final answer is $1,000$. I hope it is correct.", "1000", "1,000", 1.0),
+    ("\\boxed{x = 5}", "5", "x = 5", 1.0),
+    ("\\boxed{90^\\circ}", "90", "90^\\circ", 1.0),
+    ("\\boxed{\\dfrac{3}{4}}", "3/4", "\\frac{3}{4}", 1.0),
+    ("\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "(3, \\frac{\\pi}{2})", "( 3, \\frac{\\pi}{2} )", 1.0),
+    ("\\boxed{\\text{(C)}}", "\\text{(C)}", "\\text{(C)}", 1.0),
+    ("first \\boxed{1}; after checking every case once more, \\boxed{\\sqrt2}", "\\sqrt{2}", "\\sqrt{2}", 1.0),
+    ("\\boxed{1}, \\boxed{\\sqrt2}", "\\sqrt2", "\\sqrt{2}", 1.0),  # the last box only, even side by side
+    ("\\boxed{\\frac{a}{b^{2}}}", "\\frac{a}{b^2}", "\\frac{a}{b^{2}}", 1.0),  # nested braces
+    ("\\boxed{\\frac{\\sqrt3}{3}}", "\\frac{1}{\\sqrt3}", "\\frac{\\sqrt{3}}{3}", 1.0),  # needs algebra
+    ("\\boxed{2x+2}", "2(x+1)", "2x+2", 1.0),
+    ("\\boxed{(1,2)}", "(1, 2)", "(1,2)", 1.0),
+    ("\\boxed{0.5}", "\\frac12", "\\frac{1}{2}", 1.0),
+    ("\\boxed{5}", "6", "5", 0.0),
+    ("\\boxed{\\frac{1}{3}}", "0.3", "\\frac{1}{3}", 0.0),
+    ("\\boxed{2x+3}", "2(x+1)", "2x+3", 0.0),
+    ("\\boxed{unclosed", "1", NO_ANSWER, 0.0),
+    ("no answer here", "1", NO_ANSWER, 0.0),
+    ("so x = 7", "7", NO_ANSWER, 0.0),  # an answer must be boxed (or "final answer is"): not any number in the text
 ])
-def test_math_answers_match(text, gold):
-    assert answers_match(final_answer(text), gold)
+def test_math_filter_extracts_the_final_answer_and_scores_it(math_task, text, gold, answer, score):
+    """Equivalent forms score 1 (math-verify), other answers and unanchored numbers 0."""
+    assert math_scores(math_task, [(text, gold)]) == [(answer, score)]
 
 
-@pytest.mark.parametrize("text,gold", [("\\boxed{5}", "6"), ("no answer here", "1"), ("\\boxed{\\frac{1}{3}}", "0.3")])
-def test_math_answers_differ(text, gold):
-    assert not answers_match(final_answer(text), gold)
+# Answers of the forms MATH-500 has (fractions, radicals, tuples, intervals, sets, matrices, text, units,
+# complex numbers, equations): none equals its neighbour in this list.
+MATH_FORMS = [r"\frac{14}{3}", "3", r"\left( 3, \frac{\pi}{2} \right)", "p - q", r"\text{Evelyn}", "6 - 5i", "[-2,7]",
+              r"\sqrt{51}", "x^2+7x+10", "-2, 2", r"\frac{\sqrt{3}}{2}", r"90^\circ", r"\$18.90", "1,\\!000", "0.25",
+              r"-\frac{1}{2}", r"\pi", r"2\sqrt{5}", r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", r"(-\infty, 3)",
+              r"11\sqrt2", r"\text{(C)}", r"10\%", "y = 2x + 3", "4096", r"\dfrac{1}{12}", "5.4", "a = 3", r"\infty",
+              r"\{1, 4\}", "2 \\text{ cm}", r"\frac{1}{3}", "-7", "x=5", r"3\sqrt{3}", r"\left[ \frac{1}{2}, 1 \right)"]
 
 
-@pytest.mark.parametrize("text,gold,expected", [
-    ("\\boxed{\\frac{\\sqrt3}{3}}", "\\frac{1}{\\sqrt3}", True),  # needs algebra: math-verify
-    ("\\boxed{2x+2}", "2(x+1)", True),
-    ("\\boxed{(1,2)}", "(1, 2)", True),
-    ("\\boxed{0.5}", "\\frac12", True),
-    ("\\boxed{\\frac{1}{3}}", "0.3", False),
-    ("\\boxed{2x+3}", "2(x+1)", False),
-    ("so x = 7", "7", False),  # an answer must be boxed (or "final answer is"): not any number in the text
-])
-def test_math_verify_accepts_equivalent_forms_only(text, gold, expected):
-    assert is_equivalent(text, gold) is expected
-
-
-def test_last_boxed_handles_nesting_and_unbalanced_braces():
-    assert last_boxed("\\boxed{\\frac{a}{b^{2}}}") == "\\frac{a}{b^{2}}"
-    assert last_boxed("\\boxed{unclosed") is None
-    assert normalize_answer(" $1,234.50$ ") == "1234.5"
+def test_math_forms_score_correct_and_their_neighbours_wrong(math_task):
+    """Each answer form, boxed or in Minerva's "final answer is" sentence, scores correct against itself
+    through the task's filter and process_results; the next form in the list scores wrong."""
+    pairs = []
+    for i, gold in enumerate(MATH_FORMS):
+        pairs += [(f"So the answer is $\\boxed{{{gold}}}$.", gold),
+                  (f"Final Answer: The final answer is ${gold}$. I hope it is correct.", gold),
+                  (f"So $\\boxed{{{MATH_FORMS[(i + 1) % len(MATH_FORMS)]}}}$.", gold)]
+    scores = [score for _, score in math_scores(math_task, pairs)]
+    assert scores == [1.0, 1.0, 0.0] * len(MATH_FORMS)
 
 
 # ----------------------------------------------------------------------------- data files
 
 
-def test_read_records_formats_and_errors(tmp_path):
+def test_load_file_formats_and_errors(tmp_path):
     rows = [{"a": 1}, {"a": 2}]
     write_jsonl(tmp_path / "x.jsonl", rows)
     (tmp_path / "x.json").write_text(json.dumps(rows))
     with gzip.open(tmp_path / "x.jsonl.gz", "wt") as f:
         f.write("\n".join(json.dumps(r) for r in rows))
-    for name in ("x.jsonl", "x.json", "x.jsonl.gz"):
-        assert read_records(str(tmp_path / name)) == rows
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "x.parquet"))
+    for name in ("x.jsonl", "x.json", "x.jsonl.gz", "x.parquet"):
+        assert list(load_file(str(tmp_path / name))) == rows
     with pytest.raises(ValueError, match="does not exist"):
-        read_records(str(tmp_path / "missing.jsonl"))
+        load_file(str(tmp_path / "missing.jsonl"))
+    (tmp_path / "broken.jsonl").write_text('{"a": 1}\nnot json\n')
+    (tmp_path / "list.jsonl").write_text('{"a": 1}\n[1, 2]\n')
+    for name in ("broken.jsonl", "list.jsonl"):
+        with pytest.raises(ValueError, match=rf"'{tmp_path / name}' could not be read as json records.*JSON parse"):
+            load_file(str(tmp_path / name))
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "empty.json").write_text("[]")
+    for name in ("empty.jsonl", "empty.json"):
+        with pytest.raises(ValueError, match="could not be read as json records|has no records"):
+            load_file(str(tmp_path / name))
+
+
+def test_task_reads_a_malformed_local_file_with_a_clear_error(tmp_path):
+    path = tmp_path / "gsm8k.jsonl"
+    path.write_text('{"question": "q", "answer": "#### 1"}\n{"question": "q2", "answer": \n')
+    with pytest.raises(ValueError, match="could not be read as json records"):
+        load_task_data("gsm8k", gsm8k_file=str(path))
 
 
 def test_local_file_with_missing_columns_names_them(tmp_path):
@@ -204,9 +245,9 @@ CASES = {  # task -> (rows, metadata key, reference-LM args, metric, canonical s
                           "pass@1,extract_code", 1.0),
     "humaneval_plus_instruct": (HUMANEVAL_PLUS, "humaneval_plus_file", {}, "pass@1,create_test", 1.0),
     "gsm8k_instruct_smd": (GSM8K, "gsm8k_file", dict(prompt_field="question", solution_field="answer", suffix=""),
-                           "exact_match,none", 1.0),
+                           "exact_match,flexible-extract", 1.0),
     "math500_smd": (MATH, "math500_file", dict(prompt_field="problem", solution_field="solution", suffix=""),
-                    "exact_match,none", 1.0),
+                    "exact_match,final-answer", 1.0),
 }
 
 
@@ -227,6 +268,21 @@ def test_task_scores_reference_solutions_and_garbage(task, tmp_path):
     assert len(samples) == len(CASES[task][0])
     garbage, _ = evaluate_reference(task, tmp_path, "garbage")
     assert garbage == 0.0
+
+
+@pytest.mark.parametrize("task,answers", [
+    ("gsm8k_instruct_smd", [row["answer"].rsplit("#### ", 1)[1].replace(",", "") for row in GSM8K]),
+    ("math500_smd", ["2", "\\frac{1}{2}"]),
+])
+def test_log_samples_show_the_extracted_answers(task, answers, tmp_path):
+    """As with lm-eval's own gsm8k, the logged samples hold the filter's extracted answers
+    (`filtered_resps`), next to the full responses (`resps`)."""
+    _, samples = evaluate_reference(task, tmp_path, "canonical")
+    assert [s["filtered_resps"] for s in samples] == [[a] for a in answers]
+    assert [s["exact_match"] for s in samples] == [1.0] * len(answers)
+    assert all(len(s["resps"][0][0]) > len(s["filtered_resps"][0]) for s in samples)  # resps: the whole answer
+    _, samples = evaluate_reference(task, tmp_path, "garbage")
+    assert [s["filtered_resps"] for s in samples] == [[NO_ANSWER]] * len(answers)
 
 
 def test_mbpp_plus_fails_a_solution_that_only_passes_the_first_assert(tmp_path):

@@ -1,10 +1,10 @@
 # Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
-"""MATH-500: final-answer scoring with math-verify for equivalent forms (data: sm_dream.evaluation.eval_data)."""
+"""MATH-500: the filter (`filter_math`) writes each solution's final answer (the last `\\boxed{}` or
+"final answer is X", sm_dream.evaluation.math_answers); `process_results` compares it to the reference."""
 
-from sm_dream.evaluation.math_answers import is_equivalent
+from sm_dream.evaluation.math_answers import math_equivalent
 
 
 def process_results(doc, results):
-    """exact_match: the last \\boxed{} (or "final answer is X") equals the reference answer, after
-    normalisation or symbolically with math-verify (see `sm_dream.evaluation.math_answers`)."""
-    return {"exact_match": float(is_equivalent(results[0], doc["answer"]))}
+    """exact_match: the extracted answer equals the reference answer by math-verify."""
+    return {"exact_match": float(math_equivalent(results[0], doc["answer"]))}

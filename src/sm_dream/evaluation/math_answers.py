@@ -1,139 +1,121 @@
 # Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
-"""Final-answer extraction and comparison for MATH-500.
+"""Final answers of GSM8k and MATH-500 responses, extracted by math-verify's configured parser: the
+tasks' lm-eval filters (`filter_list` in eval_tasks/gsm8k and eval_tasks/math500) write them, so
+`--log_samples` shows them as `filtered_resps`, and `process_results` compares them to the gold answer.
 
-- `final_answer(text)`: the content of the last `\\boxed{...}` (nested braces allowed), else the X of
-  "final answer is X" (Minerva's format), else None.
-- `normalize_answer(s)`: a canonical string: no spaces, `$`, `\\left`/`\\right`, spacing commands,
-  `\\text{}` wrappers, degree signs or trailing period; `\\dfrac`/`\\tfrac` -> `\\frac`, `\\frac12` ->
-  `\\frac{1}{2}`, `a/b` -> `\\frac{a}{b}`, `\\sqrt2` -> `\\sqrt{2}`, `1,000` -> `1000`, `0.50` -> `0.5`,
-  a leading `x =` dropped.
-- `answers_match(pred, gold)`: equal normal forms, or equal numbers (integers, decimals, simple
-  fractions) within 1e-6 relative tolerance.
-
-- `is_equivalent(text, gold)`: `answers_match`, else `math-verify` (PyPI; symbolic, so equivalent
-  forms such as `\\frac{\\sqrt3}{3}` and `\\frac{1}{\\sqrt3}`, or `0.5` and `\\frac12`, count) on the
-  extracted answer. The extraction stays the one above: an answer must be boxed (or "final answer
-  is X"), a number somewhere in the text is not an answer.
+- `gsm8k_answer(text)`: the number after the last `#### N` (the dataset's own marker, which math-verify
+  has no anchor for); else math-verify's pick: the last `\\boxed{}`, then the last "final answer is N" /
+  "answer: N" / "answer is N" (not any "answer" word, as math-verify alone would), then the last
+  number (`$`, thousands separators, signs, decimals and markdown bold allowed). Written as an exact
+  rational ("18", "1/2"), so `18.00` equals `18`; a percentage is its number (`40%` is 40, as the gold
+  answers write it).
+- `math_answer(text)`: the last `\\boxed{}` or "final answer is $X$" (Minerva's format), as math-verify
+  normalises it (`\\dfrac12` -> `\\frac{1}{2}`); only an anchored answer counts, not any number in the
+  text.
+- `math_equivalent(answer, gold)`: math-verify's `verify`: symbolic, so `\\frac{\\sqrt3}{3}` equals
+  `\\frac{1}{\\sqrt3}`, `0.5` equals `\\frac12` and `x = 5` equals `5`.
 """
 
 import re
+import threading
+from fractions import Fraction
 from typing import Optional
 
-_BOX_COMMANDS = ("\\boxed", "\\fbox")
-_FINAL_ANSWER = re.compile(r"final answer is\s*\$?(.+?)\$?\s*(?:\.\s*I hope|\.?\s*$)", re.IGNORECASE | re.DOTALL)
+NO_ANSWER = "[invalid]"  # what lm-eval's own extraction filters write when nothing matches
+_BOLD = re.compile(r"(?<![\w)])\*\*|\*\*(?![\w(])")
+_LOOSE_ANSWER = re.compile(r"answer(?!\s*(?:is\b|:))", re.IGNORECASE)
 
 
-def _braced(text: str, start: int) -> Optional[str]:
-    """The content of the brace group opening at text[start] == "{", or None if unbalanced."""
-    depth = 0
-    for i in range(start, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[i], 0)
-        if depth == 0:
-            return text[start + 1 : i]
-    return None
-
-
-def last_boxed(text: str) -> Optional[str]:
-    """The content of the last `\\boxed{...}` / `\\fbox{...}` (or `\\boxed 5`) in `text`."""
-    start = max(text.rfind(c) for c in _BOX_COMMANDS)
-    if start < 0:
-        return None
-    rest = text[start:].split("{", 1)[0]
-    command = next(c for c in _BOX_COMMANDS if rest.startswith(c))
-    after = start + len(command)
-    if after < len(text) and text[after] == " ":
-        return text[after + 1 :].split("$")[0].strip() or None
-    brace = text.find("{", after)
-    return _braced(text, brace) if brace == after else None
-
-
-def final_answer(text: str) -> Optional[str]:
-    """The answer a solution commits to (see the module docstring), or None."""
-    boxed = last_boxed(text)
-    if boxed is not None:
-        return boxed
-    match = _FINAL_ANSWER.search(text)
-    return match.group(1).strip() if match else None
-
-
-def _unwrap(s: str, command: str) -> str:
-    """Replace every `command{x}` by `x`."""
-    while (i := s.find(command + "{")) >= 0:
-        inner = _braced(s, i + len(command))
-        if inner is None:
-            break
-        s = s[:i] + inner + s[i + len(command) + len(inner) + 2 :]
-    return s
-
-
-def _number(s: str) -> Optional[float]:
-    """A float for an integer, decimal or `\\frac{a}{b}` of those, else None."""
-    frac = re.fullmatch(r"(-?)\\frac\{(-?[\d.]+)\}\{(-?[\d.]+)\}", s)
+def _math_verify():
     try:
-        if frac:
-            value = float(frac.group(2)) / float(frac.group(3))
-            return -value if frac.group(1) else value
-        return float(s) if re.fullmatch(r"-?(\d+\.?\d*|\.\d+)", s) else None
-    except (ValueError, ZeroDivisionError):
-        return None
-
-
-def normalize_answer(s: str) -> str:
-    """A canonical string form of an answer (see the module docstring)."""
-    s = s.strip().strip("$").replace("\\displaystyle", "")
-    for command in ("\\text", "\\textbf", "\\mathrm", "\\mbox"):
-        s = _unwrap(s, command)
-    for old, new in (("\\left", ""), ("\\right", ""), ("\\!", ""), ("\\,", ""), ("\\;", ""), ("\\:", ""),
-                     ("\\ ", ""), ("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("^\\circ", ""),
-                     ("^{\\circ}", ""), ("\\%", ""), ("%", ""), ("\\$", "")):
-        s = s.replace(old, new)
-    s = re.sub(r"\s+", "", s).rstrip(".")
-    s = re.sub(r"^[a-zA-Z]=(?=.)", "", s)  # "x=5" -> "5"
-    s = re.sub(r"\\frac(\d)(\d)", r"\\frac{\1}{\2}", s)
-    s = re.sub(r"\\frac\{([^{}]+)\}(\d)", r"\\frac{\1}{\2}", s)
-    s = re.sub(r"\\sqrt(\d+)", r"\\sqrt{\1}", s)
-    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s):
-        s = s.replace(",", "")
-    s = re.sub(r"^(-?)(\d+)/(\d+)$", r"\1\\frac{\2}{\3}", s)
-    if re.fullmatch(r"-?\d*\.\d+", s):
-        s = s.rstrip("0").rstrip(".") or "0"
-        s = "0" + s if s.startswith(".") else s.replace("-.", "-0.")
-    return s
-
-
-def answers_match(prediction: Optional[str], gold: str) -> bool:
-    """Whether an extracted answer equals the gold one (see the module docstring)."""
-    if prediction is None:
-        return False
-    pred, ref = normalize_answer(prediction), normalize_answer(gold)
-    if pred == ref:
-        return True
-    a, b = _number(pred), _number(ref)
-    return a is not None and b is not None and abs(a - b) <= 1e-6 * max(1.0, abs(b))
-
-
-def _math_verify_equal(prediction: str, gold: str) -> bool:
-    try:
-        from math_verify import parse, verify
+        import math_verify
     except ImportError as error:
-        raise ImportError("MATH-500 scoring needs math-verify: "
+        raise ImportError("GSM8k and MATH-500 scoring need math-verify: "
                           "pip install 'sm_dream[eval]' (or math-verify).") from error
-    import threading
+    return math_verify
 
-    # math-verify bounds its own time with SIGALRM, which only the main thread may use.
-    timeouts = {} if threading.current_thread() is threading.main_thread() else {"parsing_timeout": None}
+
+def _timeouts() -> dict:
+    """math-verify bounds its own time with SIGALRM, which only the main thread may use."""
+    return {} if threading.current_thread() is threading.main_thread() else {"parsing_timeout": None}
+
+
+def _configs():
+    mv = _math_verify()
+    gsm8k = (mv.LatexExtractionConfig(boxed_match_priority=0), mv.ExprExtractionConfig())
+    math = (mv.LatexExtractionConfig(boxed_match_priority=0, try_extract_without_anchor=False),)
+    return gsm8k, math
+
+
+def _exact(value) -> Optional[Fraction]:
+    """A parsed number as an exact rational, or None for anything else. A percentage, which math-verify
+    reads as `X * 1/100`, is its number X here, as the gold answers write it."""
+    from sympy import Mul, Rational, nsimplify
+
     try:
-        gold_expr, pred_expr = parse(f"${gold}$", **timeouts), parse(f"${prediction}$", **timeouts)
-        if not gold_expr or not pred_expr:
-            return False
-        return bool(verify(gold_expr, pred_expr, **({"timeout_seconds": None} if timeouts else {})))
-    except Exception:  # noqa: BLE001  (an answer math-verify cannot read is not equivalent)
-        return False
+        if isinstance(value, Mul) and len(value.args) == 2 and value.args[1].doit() == Rational(1, 100):
+            value = value.args[0]
+        value = nsimplify(value.doit(), rational=True)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return Fraction(int(value.p), int(value.q)) if value.is_Rational else None
 
 
-def is_equivalent(text: str, gold: str) -> bool:
-    """Whether the answer `text` commits to equals `gold` (see the module docstring)."""
-    prediction = final_answer(text)
-    if prediction is None:
+def gsm8k_answer(text: str) -> str:
+    """The number a GSM8k response commits to (see the module docstring), or `NO_ANSWER`."""
+    parse, config = _math_verify().parse, _configs()[0]
+    # Markdown bold ("**Final answer:** **33**") off: math-verify reads "33**" as an unparsable product
+    # and falls back to an earlier number. A power (2**3) keeps its stars.
+    text = _BOLD.sub("", text)
+    # math-verify takes a number near any "answer" word as anchored ("the answer from the previous step:
+    # $4.00", "answered 5 questions"); only "answer is" / "answer:" are anchors here.
+    text = _LOOSE_ANSWER.sub("reply", text)
+    regions = [text.rsplit("####", 1)[1].split("\n", 1)[0]] if "####" in text else []
+    for region in regions + [text]:
+        for value in parse(region, config, fallback_mode="no_fallback", **_timeouts()):
+            number = _exact(value)
+            if number is not None:
+                return str(number)
+    return NO_ANSWER
+
+
+def gsm8k_gold(answer: str) -> str:
+    """The number after `####` in a GSM8k `answer` field, written as `gsm8k_answer` writes it."""
+    if "####" not in answer:
+        raise ValueError(f"A GSM8k answer must end with '#### <number>'; got {answer[-80:]!r}.")
+    number = gsm8k_answer(answer.rsplit("####", 1)[1])
+    if number == NO_ANSWER:
+        raise ValueError(f"No number after '####' in {answer[-80:]!r}.")
+    return number
+
+
+def math_answer(text: str) -> str:
+    """The answer a MATH solution commits to (see the module docstring), or `NO_ANSWER`. Only the last
+    anchored answer is tried (extraction_mode="first_match"), the string math-verify read is kept even
+    where sympy cannot parse it (fallback_mode="first_match": `\\text{(C)}` compares as text)."""
+    # The last box alone (Minerva's rule, as lm-eval's minerva_math): math-verify would read boxes a
+    # few words apart ("\\boxed{1}, no: \\boxed{2}") as one answer, the set of both.
+    text = text[text.rfind("\\boxed"):] if "\\boxed" in text else text
+    found = _math_verify().parse(text, _configs()[1], fallback_mode="first_match", extraction_mode="first_match",
+                                 **_timeouts())
+    return next((s for s in found if isinstance(s, str) and s), NO_ANSWER)
+
+
+def math_equivalent(answer: str, gold: str) -> bool:
+    """Whether an extracted answer equals the gold one by math-verify (see the module docstring)."""
+    if answer == NO_ANSWER:
         return False
-    return answers_match(prediction, gold) or _math_verify_equal(prediction, gold)
+    mv = _math_verify()
+    gold_expr, answer_expr = (mv.parse(f"${s}$", **_timeouts()) for s in (gold, answer))
+    verify_timeout = {"timeout_seconds": None} if _timeouts() else {}
+    return bool(gold_expr and answer_expr and mv.verify(gold_expr, answer_expr, **verify_timeout))
+
+
+def filter_gsm8k(resps, docs):
+    """lm-eval `custom` filter: each response's GSM8k answer."""
+    return [[gsm8k_answer(r) for r in responses] for responses in resps]
+
+
+def filter_math(resps, docs):
+    """lm-eval `custom` filter: each response's MATH answer."""
+    return [[math_answer(r) for r in responses] for responses in resps]
