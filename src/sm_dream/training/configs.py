@@ -1,11 +1,12 @@
 # Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
-"""Run arguments of SM finetuning: three dataclasses, read from a YAML recipe plus CLI flags.
+"""Run arguments of SM finetuning: three dataclasses, read by `trl.TrlParser` from a YAML recipe plus CLI flags.
 
     python recipes/finetune_dream_coder.py --config recipes/dream_coder/sft_sm_dora.yaml --p_sm 0.8
 
-The YAML holds flat keys, each the name of a field below or of `transformers.TrainingArguments`;
-it sets the defaults and flags on the command line win. Everything is checked while parsing, before
-anything loads: an unknown key fails with the list of valid keys, a value of the wrong type names the
+The YAML holds flat keys, each the name of a field below or of `transformers.TrainingArguments`
+(and, as with trl, an optional `env:` mapping of environment variables); it sets the defaults and
+flags on the command line win. Everything is checked while parsing, before anything loads: an
+unknown key or flag fails with the closest valid one, a YAML value of the wrong type names the
 YAML file and the key. Relative input paths in a YAML (`data_files`, mixture `path` / `data_files` /
 `eval_data_files`, `deepspeed`, and local model, tokenizer or dataset folders) are resolved against
 the YAML's folder; `output_dir` / `export_dir` stay relative to the working directory.
@@ -185,8 +186,6 @@ def gradient_accumulation_for(global_batch: int, world_size: int, per_device: in
 
 ARGUMENT_CLASSES = (DataArguments, SMTrainingArguments, ModelArguments)
 USAGE = "usage: {prog} --config RECIPE.yaml [--KEY VALUE ...]"
-HELP_DESCRIPTION = "--config RECIPE.yaml is the run recipe (YAML); the flags below override its keys."
-HELP_EPILOG = "Every other transformers.TrainingArguments field is accepted too (--help-all lists them)."
 INPUT_PATH_KEYS = ("data_files", "deepspeed")  # resolved against the YAML's folder
 LOCAL_OR_HUB_KEYS = ("model_name_or_path", "tokenizer_name_or_path", "dataset_name")  # resolved if they exist there
 SOURCE_PATH_KEYS = ("path", "data_files", "eval_data_files")  # inside dataset_mixture entries
@@ -218,6 +217,16 @@ def resolve_recipe_paths(values: dict, folder: Path) -> dict:
     return out
 
 
+def config_flag_split(argv) -> List[str]:
+    """`--config=X` as `--config X`, the one form TrlParser reads."""
+    return [part for arg in argv for part in (arg.split("=", 1) if arg.startswith("--config=") else [arg])]
+
+
+def recipe_of(argv: List[str]) -> Optional[str]:
+    """The --config value of a (split) command line, or None."""
+    return argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
+
+
 class RecipeParser(TrlParser):
     """`trl.TrlParser`: `--config RECIPE.yaml` sets the defaults (its `env:` mapping the environment) and
     flags on the command line win. Added here, as TrlParser has none of them: relative input paths read
@@ -230,7 +239,7 @@ class RecipeParser(TrlParser):
     def parse_args_and_config(self, args, **kwargs):
         import yaml
 
-        self.config = args[args.index("--config") + 1] if "--config" in args[:-1] else None
+        self.config = recipe_of(args)
         try:
             return super().parse_args_and_config(args, **kwargs)
         except OSError as err:
@@ -287,11 +296,12 @@ def _checked_one(action, source: str, key: str, value):
 
 def parse_args(argv=None, prog: str = "sm-dream train"):
     """(data_args, training_args, model_args) from `--config recipe.yaml` and CLI flags."""
-    argv = [part for arg in (sys.argv[1:] if argv is None else argv)
-            for part in (arg.split("=", 1) if arg.startswith("--config=") else [arg])]
+    argv = config_flag_split(sys.argv[1:] if argv is None else argv)
     # The short usage: argparse would print every TrainingArguments flag (11 kB) above a bad value's line.
     parser = RecipeParser(ARGUMENT_CLASSES, prog=prog, usage=USAGE.format(prog=prog).removeprefix("usage: "),
-                          description=HELP_DESCRIPTION, epilog=None if "--help-all" in argv else HELP_EPILOG,
+                          description="--config RECIPE.yaml: the run recipe; the flags below override its keys.",
+                          epilog=None if "--help-all" in argv else "Every other transformers.TrainingArguments "
+                          "field is accepted too (--help-all lists them).",
                           formatter_class=partial(argparse.ArgumentDefaultsHelpFormatter, width=100))
     if "--help-all" in argv:
         argv[argv.index("--help-all")] = "--help"
