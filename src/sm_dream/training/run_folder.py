@@ -8,8 +8,9 @@
 - Different arguments: refused with the changed keys, unless `--overwrite_output_dir`, which starts
   afresh (old checkpoints and the run markers are removed first).
 Only the arguments that change what is computed (`RESULT_ARGS`: model, data, seeds, optimization,
-the effective batch) are compared; logging, saving, workers, output paths, gradient checkpointing
-and the per-device split of the effective batch may change on resume.
+the effective batch) are compared; logging, saving and evaluation schedules, workers, output and
+export paths, gradient checkpointing and the per-device split of the effective batch may change on
+resume.
 - The sha256 of every local data file is part of the run (`data_fingerprints`): a file edited in
   place is refused by name, never resumed on. Hub datasets are not fingerprinted.
 - A run_config.yaml whose run never saved a checkpoint (it failed before its first save) is
@@ -41,10 +42,8 @@ WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safeten
                 "adapter_model.bin", "pytorch_model.bin", "pytorch_model.bin.index.json")
 LOCK = ".run.lock"
 FINGERPRINTS = "data_fingerprints"
-# The arguments that change what a run computes: a resume must match the saved run on each of them (and
-# on the contents of its data files). Any other argument (output and export folders, logging, saving and
-# evaluation schedules, workers, gradient checkpointing, the per-device split of the effective batch)
-# may change between a run and its resume.
+# The arguments that change what a run computes (see the module docstring): an allow-list, so a new
+# TrainingArguments field (logging, saving, memory) never makes a resume refused.
 RESULT_ARGS = frozenset({
     # model and finetuning
     "model_name_or_path", "tiny", "model_config_overrides", "tokenizer_name_or_path", "torch_dtype",
