@@ -53,6 +53,53 @@ def test_recipe_flags_win_over_yaml_and_unknown_keys_fail(tmp_path):
         parse_args(["--config", str(TINY), "--no_such_flag", "1"])
 
 
+def test_yaml_sets_the_defaults_and_flags_win_as_with_trl(tmp_path, monkeypatch):
+    """TrlParser's contract (`python -m trl ... --config x.yaml`): YAML values replace the dataclass
+    defaults, command-line flags replace the YAML's, `env:` sets environment variables."""
+    data_args, training_args, model_args = parse_args(["--config", str(TINY)])
+    assert (training_args.learning_rate, training_args.max_steps, data_args.max_length) == (1e-3, 4, 512)  # YAML
+    assert training_args.max_grad_norm == 7.0 and data_args.messages_column == "messages"  # dataclass defaults
+    _, training_args, _ = parse_args([f"--config={TINY}", "--learning_rate", "0.02", "--max_steps", "9"])
+    assert (training_args.learning_rate, training_args.max_steps) == (0.02, 9)
+    monkeypatch.delenv("SM_DREAM_RECIPE_ENV_TEST", raising=False)
+    parse_args(["--config", str(_yaml(tmp_path, "env: {SM_DREAM_RECIPE_ENV_TEST: seven}"))])
+    assert os.environ.pop("SM_DREAM_RECIPE_ENV_TEST") == "seven"
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--bf16", "false", "--gradient_checkpointing", "true"], {"bf16": False, "gradient_checkpointing": True}),
+    (["--use_cpu", "yes", "--disable_tqdm", "0"], {"use_cpu": True, "disable_tqdm": False}),
+    (["--gradient_checkpointing"], {"gradient_checkpointing": True}),  # a bare bool flag is true
+    (["--report_to", "none"], {"report_to": []}),
+    (["--lora_target_modules", "q_proj", "v_proj"], {"lora_target_modules": ["q_proj", "v_proj"]}),
+    (["--data_files", "a.jsonl", "b.jsonl"], {"data_files": ["a.jsonl", "b.jsonl"]}),  # CLI paths: as given
+])
+def test_bool_and_list_flags(flags, expected):
+    args = parse_args(["--config", str(TINY), *flags])
+    assert {k: next(getattr(a, k) for a in args if hasattr(a, k)) for k in expected} == expected
+
+
+def test_yaml_lists_and_bools_are_read_like_their_flags(tmp_path):
+    recipe = _yaml(tmp_path, "gradient_checkpointing: true\nbf16: false")
+    recipe.write_text(recipe.read_text().replace("lora_target_modules: [q_proj, k_proj, v_proj, o_proj]",
+                                                 "lora_target_modules: q_proj"))
+    _, training_args, model_args = parse_args(["--config", str(recipe)])
+    assert training_args.gradient_checkpointing is True and training_args.bf16 is False
+    assert model_args.lora_target_modules == ["q_proj"]  # one value where a list is expected: a list of one
+    assert training_args.report_to == []  # `report_to: none`
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lerning_rate", "1"], "unknown flag --lerning_rate on the command line (did you mean '--learning_rate'?)"),
+    (["--p-smm=0.3"], "unknown flag --p-smm on the command line (did you mean '--p_sm'?)"),
+    (["stray"], "unexpected value 'stray' on the command line"),
+])
+def test_unknown_flags_name_the_closest(argv, message):
+    with pytest.raises(ValueError) as err:
+        parse_args(["--config", str(TINY), *argv])
+    assert str(err.value).startswith(message)
+
+
 @pytest.mark.parametrize("stage", [2, 3])
 def test_deepspeed_configs_validate(stage):
     pytest.importorskip("deepspeed")
@@ -343,6 +390,7 @@ def test_rerunning_a_finished_run_changes_nothing_and_a_changed_config_is_refuse
 
     before = _snapshot(finished_run)
     assert _train(finished_run) is None  # "already finished": exit 0, nothing written
+    assert _train(finished_run, "--gradient_checkpointing", "true", "--logging_steps", "5") is None  # the same run
     assert _snapshot(finished_run) == before
     monkeypatch.setattr(finetune, "load_model", lambda *a, **k: pytest.fail("loaded the model"))
     with pytest.raises(ValueError, match=r"different arguments \(p_sm: 0.5 -> 0.0\).*--overwrite_output_dir"):
@@ -352,6 +400,41 @@ def test_rerunning_a_finished_run_changes_nothing_and_a_changed_config_is_refuse
     assert _snapshot(finished_run) == before
     saved = yaml.safe_load((finished_run / "run_config.yaml").read_text())
     assert saved["p_sm"] == 0.5 and saved["effective_batch_size"] == 4 and saved["recipe"] == str(TINY)
+
+
+def test_resume_compares_only_the_arguments_that_change_the_result(tmp_path):
+    """Run identity is an allow-list (`RESULT_ARGS`): gradient checkpointing, logging, saving, workers,
+    output paths and the per-device split of the batch may change on resume; lr, seed, data may not."""
+    from sm_dream.training.run_folder import RunPlan, data_fingerprints, plan_run, resolved_config
+
+    run = tmp_path / "run"
+    (run / "checkpoint-1").mkdir(parents=True)
+    (run / "checkpoint-1" / "trainer_state.json").write_text('{"global_step": 1}')
+    (run / "checkpoint-1" / "adapter_model.bin").write_bytes(b"weights")
+
+    def config(*flags):
+        args = parse_args(["--config", str(TINY), "--output_dir", str(run), *flags])
+        return {**resolved_config(*args), "data_fingerprints": data_fingerprints(args[0].sources())}
+
+    (run / "run_config.yaml").write_text(yaml.safe_dump(config()))
+    resume = RunPlan("resume", str(run / "checkpoint-1"))
+    assert plan_run(str(run), config()) == resume
+    assert plan_run(str(run), config(
+        "--gradient_checkpointing", "true", "--logging_steps", "3", "--report_to", "tensorboard", "--save_steps", "5",
+        "--eval_steps", "2", "--dataloader_num_workers", "2", "--export_dir", "elsewhere", "--run_name", "again",
+        "--per_device_train_batch_size", "1", "--disable_tqdm", "false")) == resume  # the same effective batch
+    other = tmp_path / "other.jsonl"
+    other.write_text((RECIPES / "tiny" / "data" / "chat_tiny.jsonl").read_text())
+    for flags, change in [(["--learning_rate", "0.01"], "learning_rate: 0.001 -> 0.01"),
+                          (["--seed", "7"], "seed: 0 -> 7"),
+                          (["--data_files", str(other)],
+                           f"data_files: ['{RECIPES}/tiny/data/chat_tiny.jsonl'] -> ['{other}']"),
+                          (["--global_batch_size", "8"], "effective_batch_size: 4 -> 8")]:
+        with pytest.raises(ValueError) as err:
+            plan_run(str(run), config(*flags))
+        assert str(err.value) == (f"output_dir {run} holds a run with different arguments ({change}). Pass "
+                                  "--overwrite_output_dir true to start afresh there (its checkpoints are deleted), "
+                                  "or choose another output_dir.")
 
 
 def test_an_interrupted_run_resumes_from_the_newest_complete_checkpoint(finished_run, tmp_path, caplog):

@@ -1,11 +1,12 @@
 # Copyright 2026 The sm_dream authors. Licensed under the Apache License, Version 2.0.
-"""Run arguments of SM finetuning: three dataclasses, read from a YAML recipe plus CLI flags.
+"""Run arguments of SM finetuning: three dataclasses, read by `trl.TrlParser` from a YAML recipe plus CLI flags.
 
     python recipes/finetune_dream_coder.py --config recipes/dream_coder/sft_sm_dora.yaml --p_sm 0.8
 
-The YAML holds flat keys, each the name of a field below or of `transformers.TrainingArguments`;
-it sets the defaults and flags on the command line win. Everything is checked while parsing, before
-anything loads: an unknown key fails with the list of valid keys, a value of the wrong type names the
+The YAML holds flat keys, each the name of a field below or of `transformers.TrainingArguments`
+(and, as with trl, an optional `env:` mapping of environment variables); it sets the defaults and
+flags on the command line win. Everything is checked while parsing, before anything loads: an
+unknown key or flag fails with the closest valid one, a YAML value of the wrong type names the
 YAML file and the key. Relative input paths in a YAML (`data_files`, mixture `path` / `data_files` /
 `eval_data_files`, `deepspeed`, and local model, tokenizer or dataset folders) are resolved against
 the YAML's folder; `output_dir` / `export_dir` stay relative to the working directory.
@@ -16,18 +17,17 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import List, Optional
 
-from transformers import HfArgumentParser, TrainingArguments
-from transformers.hf_argparser import string_to_bool
+from transformers import TrainingArguments
+from trl import TrlParser
 
 from ..errors import did_you_mean, positive_int
 from .adapters import DEFAULT_LORA_TARGETS, SM_LEARNING_RATE
 from .data import is_local_data_file
 from .mixture import DataSource
-from .recipe_help import USAGE, print_help
-
 
 
 def _json_or_value(value):
@@ -38,6 +38,8 @@ def _json_or_value(value):
 @dataclass
 class ModelArguments:
     """The model and how it is finetuned (paper A.2: DoRA r = alpha = 16 on q/k/v/o)."""
+
+    _argument_group_name = "model"  # HfArgumentParser's --help groups
 
     model_name_or_path: Optional[str] = field(default=None, metadata={"help": "Dream checkpoint (hub name or local)."})
     tiny: bool = field(default=False, metadata={"help": "Build sm_dream.tiny.tiny_config() (random init) instead."})
@@ -67,6 +69,8 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     """The data recipe (paper A.2 items 1-4). One source via dataset_name/data_files, or a mixture."""
+
+    _argument_group_name = "data"
 
     dataset_name: Optional[str] = field(default=None, metadata={"help": "Hub dataset or local chat file."})
     dataset_config: Optional[str] = field(default=None, metadata={"help": "Hub configuration name."})
@@ -114,6 +118,8 @@ class SMTrainingArguments(TrainingArguments):
     from the number of launched processes (`WORLD_SIZE`), so one recipe trains with the same batch
     on any GPU count.
     """
+
+    _argument_group_name = "soft-masking and training (the paper's defaults)"
 
     p_sm: float = field(default=0.5, metadata={"help": "Probability that a sample gets the SM input (0 = binary)."})
     t_low: float = field(default=0.2, metadata={"help": "b_l: t ~ U(b_l, b_h)."})
@@ -179,6 +185,7 @@ def gradient_accumulation_for(global_batch: int, world_size: int, per_device: in
 
 
 ARGUMENT_CLASSES = (DataArguments, SMTrainingArguments, ModelArguments)
+USAGE = "usage: {prog} --config RECIPE.yaml [--KEY VALUE ...]"
 INPUT_PATH_KEYS = ("data_files", "deepspeed")  # resolved against the YAML's folder
 LOCAL_OR_HUB_KEYS = ("model_name_or_path", "tokenizer_name_or_path", "dataset_name")  # resolved if they exist there
 SOURCE_PATH_KEYS = ("path", "data_files", "eval_data_files")  # inside dataset_mixture entries
@@ -210,20 +217,47 @@ def resolve_recipe_paths(values: dict, folder: Path) -> dict:
     return out
 
 
-def load_recipe(path: str) -> dict:
-    """The YAML recipe as a dict with resolved input paths; ValueError naming the file when unreadable."""
-    import yaml
+def config_flag_split(argv) -> List[str]:
+    """`--config=X` as `--config X`, the one form TrlParser reads."""
+    return [part for arg in argv for part in (arg.split("=", 1) if arg.startswith("--config=") else [arg])]
 
-    try:
-        with open(path) as f:
-            values = yaml.safe_load(f) or {}
-    except OSError as err:
-        raise ValueError(f"--config {path}: cannot read the recipe ({err.strerror or err}).") from None
-    except yaml.YAMLError as err:
-        raise ValueError(f"--config {path}: not valid YAML ({err}).") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: a recipe is a mapping of keys to values, got {type(values).__name__}.")
-    return resolve_recipe_paths(values, Path(path).resolve().parent)
+
+def recipe_of(argv: List[str]) -> Optional[str]:
+    """The --config value of a (split) command line, or None."""
+    return argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
+
+
+class RecipeParser(TrlParser):
+    """`trl.TrlParser`: `--config RECIPE.yaml` sets the defaults (its `env:` mapping the environment) and
+    flags on the command line win. Added here, as TrlParser has none of them: relative input paths read
+    against the YAML's folder, unknown keys named with a did-you-mean, and each YAML value checked and
+    converted as its flag would be (TrlParser makes the values argparse defaults, which argparse neither
+    checks nor, unless they are text, converts), the error naming the file and the key."""
+
+    config, yaml_keys = None, set()  # the --config path of the current parse and its keys
+
+    def parse_args_and_config(self, args, **kwargs):
+        import yaml
+
+        self.config = recipe_of(args)
+        try:
+            return super().parse_args_and_config(args, **kwargs)
+        except OSError as err:
+            raise ValueError(f"--config {self.config}: cannot read the recipe ({err.strerror or err}).") from None
+        except yaml.YAMLError as err:
+            raise ValueError(f"--config {self.config}: not valid YAML ({err}).") from None
+
+    def set_defaults_with_config(self, **values):
+        values = resolve_recipe_paths(values, Path(self.config).resolve().parent)
+        valid = {f.name for cls in self.dataclass_types for f in fields(cls) if f.init}
+        self.yaml_keys, unknown = set(values), sorted(set(values) - valid)
+        if unknown:
+            hint = "; ".join(f"{k}: {did_you_mean(k, valid)[2:-1]}" for k in unknown if did_you_mean(k, valid))
+            raise ValueError(f"{self.config}: unknown keys {unknown}{' (' + hint + ')' if hint else ''}; "
+                             "see `--help` for the valid keys.")
+        actions = {a.dest: a for a in self._actions}  # argparse keeps them private; TrlParser reads them too
+        return super().set_defaults_with_config(
+            **{k: _checked(actions[k], self.config, k, v) for k, v in values.items()})
 
 
 def _type_error(source: str, key: str, value, expected: str) -> ValueError:
@@ -231,82 +265,63 @@ def _type_error(source: str, key: str, value, expected: str) -> ValueError:
     return ValueError(f"{source}: {key}: {value!r} is not {expected}{hint}.")
 
 
-def _check_one(action, source: str, key: str, value):
-    """The YAML value converted as the flag `--key value` would be; ValueError naming file and key."""
-    kind = action.type
-    if kind is string_to_bool:
+def _checked(action, source: str, key: str, value):
+    """The YAML value converted as `--key value` would be; ValueError naming the file and the key."""
+    if value is None or action.nargs not in ("+", "*"):
+        return _checked_one(action, source, key, value)
+    return [_checked_one(action, source, key, v) for v in (value if isinstance(value, list) else [value])]
+
+
+def _checked_one(action, source: str, key: str, value):
+    if value is None:
+        return None
+    kind = getattr(action.type, "__name__", "")
+    expected = (f"one of {[getattr(c, 'value', c) for c in action.choices]}" if action.choices is not None
+                else {"string_to_bool": "true or false", "int": "an int", "float": "a float"}.get(kind))
+    if expected is None:  # a text field; JSON fields take YAML mappings and lists as they are
         if isinstance(value, bool):
-            return value
-        raise _type_error(source, key, value, "true or false")
-    if kind in (int, float):
-        wrong = isinstance(value, bool) or not isinstance(value, (int, float, str))
-        if wrong or (kind is int and isinstance(value, float)):
-            raise _type_error(source, key, value, f"a{'n' if kind is int else ''} {kind.__name__}")
-        try:
-            return kind(value)
-        except ValueError:
-            raise _type_error(source, key, value, f"a{'n' if kind is int else ''} {kind.__name__}") from None
-    if action.choices is not None:
-        if isinstance(value, str) and kind is not None:
-            value = kind(value)
-        if value not in action.choices:
-            raise _type_error(source, key, value, f"one of {[getattr(c, 'value', c) for c in action.choices]}")
-        return value
-    if isinstance(value, bool):
-        raise _type_error(source, key, value, "a string")
-    return str(value) if isinstance(value, (int, float)) else value  # str fields; dicts/lists for JSON fields
-
-
-def check_recipe_types(values: dict, parser: argparse.ArgumentParser, source: str) -> dict:
-    """Every recipe value type-checked against its flag (the error names `source` and the key)."""
-    actions = {a.dest: a for a in parser._actions}
-    out = {}
-    for key, value in values.items():
-        action = actions[key]
-        if value is None:
-            out[key] = None
-        elif action.nargs in ("+", "*") and action.type is not None:
-            if not isinstance(value, list):
-                value = [value]
-            out[key] = [_check_one(action, source, key, v) for v in value]
-        else:
-            out[key] = _check_one(action, source, key, value)
-    return out
-
-
-def parse_args(argv=None, defaults: Optional[dict] = None, prog: str = "sm-dream train"):
-    """(data_args, training_args, model_args) from `--config recipe.yaml`, `defaults` and CLI flags."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=None)
-    pre.add_argument("-h", "--help", action="store_true")
-    pre.add_argument("--help-all", action="store_true")
-    known, rest = pre.parse_known_args(argv)
-    # The short usage: argparse would print every TrainingArguments flag (11 kB) above a bad value's line.
-    parser = HfArgumentParser(ARGUMENT_CLASSES, prog=prog, usage=USAGE.format(prog=prog).removeprefix("usage: "))
-    if known.help or known.help_all:
-        print_help(parser, ARGUMENT_CLASSES, full=known.help_all, prog=prog)
-        raise SystemExit(0)
-    values = dict(defaults or {})
-    if known.config:
-        values.update(load_recipe(known.config))
-    valid = {f.name for cls in ARGUMENT_CLASSES for f in fields(cls) if f.init}
-    unknown = sorted(set(values) - valid)
-    if unknown:
-        hint = "; ".join(f"{k}: {did_you_mean(k, valid)[2:-1]}" for k in unknown if did_you_mean(k, valid))
-        raise ValueError(f"{known.config or 'defaults'}: unknown keys {unknown}{' (' + hint + ')' if hint else ''}; "
-                         "see `--help` for the valid keys.")
-    parser.set_defaults(**check_recipe_types(values, parser, known.config or "defaults"))
+            raise _type_error(source, key, value, "a string")
+        return str(value) if isinstance(value, (int, float)) else value
+    if (isinstance(value, bool) != (kind == "string_to_bool") or isinstance(value, (list, dict))
+            or (kind == "int" and isinstance(value, float))):
+        raise _type_error(source, key, value, expected)
     try:
-        *parsed, remaining = parser.parse_args_into_dataclasses(args=rest, return_remaining_strings=True)
+        converted = action.type(str(value))
+    except Exception:  # noqa: BLE001  (ValueError, or argparse's ArgumentTypeError)
+        raise _type_error(source, key, value, expected) from None
+    if action.choices is not None and converted not in action.choices:
+        raise _type_error(source, key, value, expected)
+    return converted
+
+
+def parse_args(argv=None, prog: str = "sm-dream train"):
+    """(data_args, training_args, model_args) from `--config recipe.yaml` and CLI flags."""
+    argv = config_flag_split(sys.argv[1:] if argv is None else argv)
+    # The short usage: argparse would print every TrainingArguments flag (11 kB) above a bad value's line.
+    parser = RecipeParser(ARGUMENT_CLASSES, prog=prog, usage=USAGE.format(prog=prog).removeprefix("usage: "),
+                          description="--config RECIPE.yaml: the run recipe; the flags below override its keys.",
+                          epilog=None if "--help-all" in argv else "Every other transformers.TrainingArguments "
+                          "field is accepted too (--help-all lists them).",
+                          formatter_class=partial(argparse.ArgumentDefaultsHelpFormatter, width=100))
+    if "--help-all" in argv:
+        argv[argv.index("--help-all")] = "--help"
+    else:  # --help: the recipe's own options; the inherited TrainingArguments flags only with --help-all
+        inherited = {f.name for f in fields(TrainingArguments)} - set(SMTrainingArguments.__annotations__)
+        for action in parser._actions:
+            action.help = argparse.SUPPRESS if action.dest in inherited else action.help
+    try:
+        *parsed, remaining = parser.parse_args_and_config(argv, return_remaining_strings=True)
     except ValueError as err:
-        where = _origin(str(err), values, rest, known.config)
+        if parser.config and str(err).startswith((f"{parser.config}: ", f"--config {parser.config}: ")):
+            raise
+        where = _origin(str(err), argv, parser)
         if "bf16" not in str(err):
             raise ValueError(f"{where}{err}") from None
-        raise ValueError(f"{where}{err}\n{known.config or 'This run'} asks for bf16 on a machine without a GPU that "
-                         "supports it: for a CPU run use recipes/tiny/sft_sm_tiny.yaml, or pass --bf16 false "
+        raise ValueError(f"{where}{err}\n{parser.config or 'This run'} asks for bf16 on a machine without a GPU "
+                         "that supports it: for a CPU run use recipes/tiny/sft_sm_tiny.yaml, or pass --bf16 false "
                          "--use_cpu true.") from None
     if remaining:
+        valid = {f.name for cls in ARGUMENT_CLASSES for f in fields(cls) if f.init}
         raise ValueError(unknown_flag_message(remaining, valid))
     training_args = next(a for a in parsed if isinstance(a, SMTrainingArguments))
     training_args.export_dir = recipe_export_dir(training_args.export_dir, training_args.output_dir)
@@ -336,16 +351,16 @@ def unknown_flag_message(remaining: List[str], valid) -> str:
             "see --help for the valid flags.")
 
 
-def _origin(message: str, values: dict, cli: List[str], config: Optional[str]) -> str:
+def _origin(message: str, argv: List[str], parser: RecipeParser) -> str:
     """'--KEY on the command line: ' / 'RECIPE.yaml: ' for the first `KEY=` of a dataclass check's
     message, or ''."""
     import re
 
     for key in re.findall(r"(\w+)=", message):
-        if any(a == f"--{key}" or a.startswith(f"--{key}=") for a in cli):
+        if any(a == f"--{key}" or a.startswith(f"--{key}=") for a in argv):
             return f"--{key} on the command line: "
-        if key in values and config:
-            return f"{config}: "
+        if key in parser.yaml_keys:
+            return f"{parser.config}: "
     return ""
 
 

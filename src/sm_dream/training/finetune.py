@@ -31,7 +31,8 @@ from ..errors import as_user_error, debug_requested, is_main_process, strip_debu
 from ..model.modeling_sm_dream import SoftMaskDreamForDiffusionLM
 from ..tiny import load_dream_tokenizer
 from .adapters import prepare_for_finetuning
-from .configs import DataArguments, ModelArguments, SMTrainingArguments, cost_warnings, parse_args
+from .configs import (USAGE, DataArguments, ModelArguments, SMTrainingArguments, config_flag_split, cost_warnings,
+                      parse_args, recipe_of)
 from .data import ChatPreprocessor, DiffusionDataCollator
 from .export import BASE_SUBDIR, check_export_target, export_standalone
 from .mixture import build_datasets
@@ -201,27 +202,25 @@ def _locked_main(data_args, training_args, model_args, recipe, config):
     return trainer
 
 
-def recipe_of(argv) -> str:
-    """The --config value of a command line (None without one)."""
-    for i, arg in enumerate(argv):
-        if arg == "--config" and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--config="):
-            return arg.split("=", 1)[1]
-    return None
+def usage(prog: str, recipes_dir=None) -> str:
+    """What a bare recipe script prints: how to call it and which recipes ship."""
+    from pathlib import Path
+
+    root = Path(recipes_dir or "recipes")
+    recipes = sorted(str(p.relative_to(root.parent)) for p in root.glob("*/sft_*.yaml"))
+    return "\n".join([USAGE.format(prog=prog), "", "A recipe YAML is required; shipped recipes:",
+                      *([f"  {r}" for r in recipes] or ["  (none found: pass the path of a recipe YAML)"]), "",
+                      "Any key of the recipe can be overridden with a flag (--p_sm 0 --max_steps 100).",
+                      f"{prog} --help lists the recipe options; --help-all adds every TrainingArguments flag."])
 
 
 def run_recipe(recipes_dir=None, argv=None, prog=None):
     """A recipe script's entry point: a short usage naming the shipped recipes unless flags are given."""
-    from pathlib import Path
-
-    from .recipe_help import usage
-
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = config_flag_split(sys.argv[1:] if argv is None else argv)
     debug, argv = debug_requested(argv), strip_debug(argv)
     prog = prog or os.path.basename(sys.argv[0])
     if not argv or (recipe_of(argv) is None and not {"-h", "--help", "--help-all"} & set(argv)):
-        print(usage(prog, Path(recipes_dir) if recipes_dir else None), file=sys.stderr)
+        print(usage(prog, recipes_dir), file=sys.stderr)
         raise SystemExit(2)
     with user_errors(debug=debug):  # one `error:` line and status 2; --debug: the traceback
         with as_user_error():

@@ -7,8 +7,10 @@
   trainer_state.json and readable weights); incomplete or truncated ones are skipped with a warning.
 - Different arguments: refused with the changed keys, unless `--overwrite_output_dir`, which starts
   afresh (old checkpoints and the run markers are removed first).
-Keys that do not change what is computed (logging, saving, workers, output paths, the per-device
-split of the global batch) are not compared; the effective batch is.
+Only the arguments that change what is computed (`RESULT_ARGS`: model, data, seeds, optimization,
+the effective batch) are compared; logging, saving and evaluation schedules, workers, output and
+export paths, gradient checkpointing and the per-device split of the effective batch may change on
+resume.
 - The sha256 of every local data file is part of the run (`data_fingerprints`): a file edited in
   place is refused by name, never resumed on. Hub datasets are not fingerprinted.
 - A run_config.yaml whose run never saved a checkpoint (it failed before its first save) is
@@ -40,11 +42,21 @@ WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safeten
                 "adapter_model.bin", "pytorch_model.bin", "pytorch_model.bin.index.json")
 LOCK = ".run.lock"
 FINGERPRINTS = "data_fingerprints"
-NOT_COMPARED = {FINGERPRINTS, "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "export_dir", "run_name",
-                "report_to", "disable_tqdm", "preprocessing_num_workers", "local_rank", "deepspeed",
-                "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                "use_cpu", "tf32", "gradient_checkpointing", "gradient_checkpointing_kwargs"}
-NOT_COMPARED_PREFIXES = ("logging_", "log_", "save_", "hub_", "push_to_hub", "dataloader_", "ddp_", "eval_")
+# The arguments that change what a run computes (see the module docstring): an allow-list, so a new
+# TrainingArguments field (logging, saving, memory) never makes a resume refused.
+RESULT_ARGS = frozenset({
+    # model and finetuning
+    "model_name_or_path", "tiny", "model_config_overrides", "tokenizer_name_or_path", "torch_dtype",
+    "attn_implementation", "finetuning", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
+    # data
+    "dataset_name", "dataset_config", "dataset_train_split", "dataset_eval_split", "data_files", "dataset_mixture",
+    "messages_column", "max_train_samples", "max_eval_samples", "holdout_fraction", "max_context_tokens",
+    "min_response_tokens", "max_eos_pad", "max_length", "seed", "data_seed", "group_by_length",
+    # soft-masking and optimization
+    "p_sm", "t_low", "t_high", "sm_learning_rate", "eval_noise_seed", "effective_batch_size", "learning_rate",
+    "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_ratio", "warmup_steps", "weight_decay", "adam_beta1",
+    "adam_beta2", "adam_epsilon", "optim", "optim_args", "max_grad_norm", "num_train_epochs", "max_steps",
+    "bf16", "fp16", "label_smoothing_factor", "average_tokens_across_devices"})
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -156,14 +168,10 @@ def _holder_text(text: str) -> str:
         return "holder unknown"
 
 
-def compared(key: str) -> bool:
-    return key not in NOT_COMPARED and not key.startswith(NOT_COMPARED_PREFIXES) or key == "eval_noise_seed"
-
-
 def changed_keys(saved: dict, current: dict) -> Dict[str, Tuple[object, object]]:
-    """{key: (saved, current)} over the compared keys both configs have."""
-    return {k: (saved[k], current[k]) for k in sorted(set(saved) & set(current))
-            if compared(k) and saved[k] != current[k]}
+    """{key: (saved, current)} over the `RESULT_ARGS` both configs have."""
+    both = RESULT_ARGS & set(saved) & set(current)
+    return {k: (saved[k], current[k]) for k in sorted(both) if saved[k] != current[k]}
 
 
 def _safetensors_problem(path: str) -> Optional[str]:
