@@ -81,8 +81,9 @@ def resolve_checkpoint(pretrained, peft) -> Tuple[str, object]:
         if peft:
             raise ValueError(f"pretrained={pretrained!r} is a PEFT adapter folder and peft={peft!r} is given too; "
                              "pass pretrained=<base model>,peft=<adapter folder>.")
-        with open(adapter_config, encoding="utf-8") as f:
-            base = json.load(f).get("base_model_name_or_path")
+        from peft import PeftConfig
+
+        base = PeftConfig.from_pretrained(path).base_model_name_or_path
         if not base:
             raise ValueError(f"{adapter_config} names no base_model_name_or_path; "
                              f"pass pretrained=<base model>,peft={pretrained}.")

@@ -8,7 +8,6 @@ An export is atomic: it is written into `<export_dir>.partial-export` and moved 
 complete, the model card last, so the card marks a finished export and a killed one leaves either
 the previous export or nothing (finetune redoes it from the finished training on rerun)."""
 
-import json
 import os
 import shutil
 from typing import Optional
@@ -107,8 +106,9 @@ def _base_for(path: str, base_model_path: Optional[str]) -> str:
     """The base model of an adapter folder; a moved tiny run finds its base_model/ next to it."""
     if base_model_path:
         return base_model_path
-    with open(os.path.join(path, "adapter_config.json")) as f:
-        base = json.load(f).get("base_model_name_or_path")
+    from peft import PeftConfig
+
+    base = PeftConfig.from_pretrained(path).base_model_name_or_path
     if not base:
         raise ValueError(f"{path} holds an adapter without a base model path; pass base_model_path (--base_model).")
     if os.path.isabs(base) and not os.path.exists(base):

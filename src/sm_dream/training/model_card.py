@@ -10,6 +10,8 @@ import json
 import os
 from typing import Optional
 
+from .run_folder import RUN_CONFIG, read_run_config
+
 CARD = "README.md"
 
 USAGE = '''```python
@@ -41,7 +43,7 @@ def run_folder_of(source: str) -> str:
     source = os.path.abspath(source)
     parent = os.path.dirname(source)
     return parent if os.path.basename(source).startswith("checkpoint-") and \
-        os.path.exists(os.path.join(parent, "run_config.yaml")) else source
+        os.path.exists(os.path.join(parent, RUN_CONFIG)) else source
 
 
 def _data_lines(stats: Optional[dict]) -> str:
@@ -54,14 +56,10 @@ def _data_lines(stats: Optional[dict]) -> str:
 def model_card(source: str, base_model: str, config, sm_values: dict, export_dir: str):
     """The `huggingface_hub.ModelCard` of a model exported from `source` (a run folder or checkpoint)
     into `export_dir`."""
-    import yaml
     from huggingface_hub import ModelCard, ModelCardData
 
     run = run_folder_of(source)
-    run_config = {}
-    if os.path.exists(os.path.join(run, "run_config.yaml")):
-        with open(os.path.join(run, "run_config.yaml")) as f:
-            run_config = yaml.safe_load(f) or {}
+    run_config = read_run_config(run) or {}
     state = _read_json(os.path.join(source, "trainer_state.json")) or {}
     k = getattr(config, "sm_top_k", "?")
     if "tau" in sm_values:
