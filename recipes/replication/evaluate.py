@@ -215,10 +215,10 @@ def evaluate_decoding_sweep(models: Dict, data: Dict, args, log=print) -> Dict:
     greedy, `sweep_alg` unmasking; the arms decode the same prompts with the same settings."""
     tokenizer, windows, n, prompt_length = _task_reference(data, args)
     results = {}
-    for block in args.sweep_block_lengths:
+    for block in sorted({min(b, n) for b in args.sweep_block_lengths}):  # a block longer than N is one block
         for cache in (False, True):
             for threshold in [None] + list(args.sweep_thresholds):
-                settings = dict(block_length=min(block, n), use_cache=cache, threshold=threshold)
+                settings = dict(block_length=block, use_cache=cache, threshold=threshold)
                 if threshold is None:
                     settings["nfe_budget"] = args.sweep_nfe_budget
                 name = f"block {settings['block_length']}, cache {'on' if cache else 'off'}, " + (
