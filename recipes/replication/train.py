@@ -8,13 +8,15 @@ Per corpus (`--corpora stdlib structured`):
    code-like lines whose continuations can be checked exactly; a BPE trained on the fly.
 2. Pretraining: a tiny Dream-architecture model from scratch with binary masking.
 3. Continuation, per seed, two arms from the same checkpoint for the same steps, with the same data
-   order and the same noise draws: `binary` (p_sm = 0) and `sm` (p_sm = 0.8, k = 3). Both train with
+   order and the same noise draws: `binary` (p_sm = 0) and `sm` (p_sm = 0.8, k = 3); with claims C5 / C6
+   the task corpus's first `ablation_seeds` seeds add SM arms with another p_sm or k (`arm_settings`). Both train with
    `sm_dream.training.losses.sm_two_pass_loss` (the one training step), t ~ U(t_low, t_high) per sample, and
    AdamW with two groups (backbone lr, SM lr, no weight decay on either).
 4. Evaluation (`replication.evaluate`): held-out diffusion NLL per window (two passes for SM, as the
    paper measures it) averaged over the last `final_evals` evaluations, w_s / w_a / w_b over steps,
    and generation at NFE budgets 1/4, 1/2, 1: NLL of sampled continuations (stdlib) or exact-match
-   accuracy of greedy continuations with `origin` and `entropy` unmasking (structured).
+   accuracy of greedy continuations with `origin` and `entropy` unmasking (structured, tasks); with
+   claims C7 / C8 a decoding sweep (blocks, KV cache, threshold) and the SM arm under two SM schedules.
 5. Statistics and report (`replication.stats`, `replication.report`): paired per-window / per-prompt
    differences with bootstrap intervals over prompts and seeds; results.json, report.md, report.png.
 
@@ -65,7 +67,7 @@ from .evaluate import evaluate_decoding_sweep, evaluate_generation, evaluate_sch
 from .report import write_report
 
 CORPORA = ("stdlib", "structured", "tasks")
-# claim -> the corpora whose runs test it (empty: not run here; docs/replication.md says why)
+# claim -> the corpora whose runs test it (C5-C8 add arms or decoding runs to the task corpus)
 CLAIM_CORPORA = {"C1": ("stdlib", "structured"), "C2": ("stdlib", "structured"), "C3": ("stdlib",),
                  "C4": ("tasks",), "C5": ("tasks",), "C6": ("tasks",), "C7": ("tasks",), "C8": ("tasks",)}
 
@@ -407,7 +409,7 @@ def _run(args: ReplicationArgs, out: Path, log, command: str) -> Dict:
     datasets = {}
     corpora = claim_corpora(args)
     if not corpora:
-        raise ValueError(f"claims={args.claims} need no corpus run here; add one of C1-C4.")
+        raise ValueError(f"claims={args.claims} need no corpus run here; add one of C1-C8.")
     results["args"]["corpora"] = corpora
     for name in corpora:
         datasets[name] = data = prepare_data(corpus_args(args, name), name)
