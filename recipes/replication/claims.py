@@ -16,7 +16,22 @@ C3 generation NLL at NFE 1/4 (stdlib), per prompt; claimed lower. Diversity guar
 C4 exact-match accuracy on the task corpus, per unmasking order: the gain SM - binary at NFE 1/4 must
    be above 0 and above the gain at NFE 1 (the contrast gain(1/4) - gain(1) per prompt). Both
    intervals above 0: reproduced; either below 0: not reproduced; else inconclusive.
-C5-C8 are not run by this recipe; the table says why (`NOT_RUN`).
+C5 p_sm ablation on the task corpus (extra SM arms, the first `ablation_seeds` seeds): for a lower p_sm
+   (0.5) the contrast p_sm(0.8) arm - lower arm, for a higher one (1.0) higher arm - p_sm(0.8) arm; on
+   the held-out NLL (two passes; the paper's Fig. 5 measure: 0.8 lower than 0.5, 1.0 higher than 0.8)
+   and on exact match pooled over NFE budgets and unmasking orders (the reverse signs). Each measure's
+   verdict combines its two contrasts.
+C6 top-k ablation, the same way: k(3) - k(1) claimed lower NLL / higher accuracy; k(5) - k(3) claimed
+   "about equal", an equivalence test: reproduced when the interval lies within +-`equivalence_nll`
+   (+-`equivalence_accuracy` for exact match), not reproduced when it lies entirely outside, else
+   inconclusive.
+C7 decoding sweep on the task models (blocks x KV cache x fixed steps / confidence threshold): SM -
+   binary exact match pooled over the settings (per prompt and setting); claimed above 0.
+C8 sm_then_binary (SM in the first 80% of the steps) - binary_then_sm (the last 80%), SM arm, exact
+   match pooled over the unmasking orders; claimed above 0, at NFE 1/4 when the two schedules differ
+   there, else at the lowest budget where they do (the row says so); with too few steps everywhere
+   (step 0 never has feedback) the two decode alike and the claim is not testable.
+Claims whose corpus or arms were not run are listed as "not run" with the reason (`NOT_RUN`).
 """
 
 import statistics
@@ -35,11 +50,10 @@ CLAIMS = {  # claim -> (what the paper claims, where, the paper's number)
     "C8": ("early SM beats late SM at NFE 1/4", "Table 5", "sm_then_binary above binary_then_sm"),
 }
 NOT_RUN = {
-    "C5": "needs two more trained arms per seed (p_sm 0.5 and 1.0) on the task corpus; not built yet",
-    "C6": "needs two more trained arms per seed (k 1 and 5, sm_top_k) on the task corpus; not built yet",
-    "C7": "a decoding sweep on the task models (block lengths, KV cache, threshold, tokens/s); not built yet",
-    "C8": "at NFE 1/4 the 6-symbol answers take 2 steps and the first step has no feedback to give, so "
-          "SM in the early half of the steps is no SM at all; the comparison needs longer answers",
+    "C5": "needs the task corpus with its p_sm ablation arms: --claims C5",
+    "C6": "needs the task corpus with its top-k ablation arms: --claims C6",
+    "C7": "needs the task corpus and its decoding sweep: --claims C7",
+    "C8": "needs the task corpus and its schedule runs: --claims C8",
 }
 VERDICTS = ("reproduced", "not reproduced", "inconclusive")
 
@@ -52,6 +66,18 @@ def interval_verdict(low: float, high: float, claimed: str, null: float = 0.0) -
         return "reproduced" if claimed == "above" else "not reproduced"
     if high < null:
         return "reproduced" if claimed == "below" else "not reproduced"
+    return "inconclusive"
+
+
+def equivalence_verdict(low: float, high: float, margin: float) -> str:
+    """Verdict of an interval for a claim that the value is about 0: reproduced within [-margin, margin],
+    not reproduced entirely outside it, else inconclusive."""
+    if margin <= 0:
+        raise ValueError(f"margin={margin} must be > 0.")
+    if -margin <= low and high <= margin:
+        return "reproduced"
+    if low > margin or high < -margin:
+        return "not reproduced"
     return "inconclusive"
 
 
@@ -116,6 +142,10 @@ def claim_rows(results: Dict) -> List[Dict]:
                          interval_verdict(ci_contrast[1], ci_contrast[2], "above")])
             row("C4", f"tasks, {alg}: accuracy gain at NFE 1/4", ci_low, v, 3)
             row("C4", f"tasks, {alg}: gain at 1/4 - gain at 1", ci_contrast, v, 3)
+    if "tasks" in corpora:
+        rows += _ablation_rows(args, _seeds(corpora["tasks"]), r)
+        rows += _sweep_rows(_seeds(corpora["tasks"]), r)
+        rows += _schedule_rows(args, _seeds(corpora["tasks"]), r)
     tested = {x["claim"] for x in rows}
     for claim in CLAIMS:
         if claim not in tested:
@@ -134,3 +164,104 @@ def claims_markdown(results: Dict) -> List[str]:
         ours = "" if ci is None else f"{ci[0]:+.{x['digits']}f} [{ci[1]:+.{x['digits']}f}, {ci[2]:+.{x['digits']}f}]"
         lines.append(f"| {x['claim']} | {text} | {where} | {number} | {x['measure']} | {ours} | {x['verdict']} |")
     return lines + [""]
+
+
+def _row(claim, measure, ci, verdict, digits):
+    return {"claim": claim, "measure": measure, "ci": list(ci), "verdict": verdict, "digits": digits}
+
+
+def _pooled_correct(seed: Dict, arm: str, args: Dict) -> List[int]:
+    """An arm's exact-match scores pooled over the NFE budgets and unmasking orders (one list per seed)."""
+    return [c for alg in args["task_algs"] for b in args["nfe_budgets"]
+            for c in seed["generation"][arm][alg][str(b)]["correct"]]
+
+
+def _ablation_rows(args: Dict, seeds: List[Dict], r: int) -> List[Dict]:
+    """C5 (p_sm arms `sm_p<p>`) and C6 (top-k arms `sm_k<k>`) against the default SM arm."""
+    out = []
+    specs = [("C5", f"sm_p{p:g}", "p_sm", p, args["p_sm"]) for p in args.get("ablation_p_sm", [])] + \
+            [("C6", f"sm_k{k}", "k", k, args["sm_top_k"]) for k in args.get("ablation_top_k", [])]
+    for claim in ("C5", "C6"):
+        parts = {"NLL": [], "accuracy": []}
+        for _, arm, label, value, default in [x for x in specs if x[0] == claim]:
+            have = [s for s in seeds if arm in s and "generation" in s]
+            if not have or value == default:
+                continue
+            n = len(have)
+            low_arm, high_arm = (arm, "sm") if value < default else ("sm", arm)
+            lo, hi = (value, default) if value < default else (default, value)
+            name = f"tasks: {label} {hi:g} - {label} {lo:g}"
+            nll = _ci(paired_differences([s[high_arm]["final"]["nll_sm_rows"] for s in have],
+                                         [s[low_arm]["final"]["nll_sm_rows"] for s in have]), r)
+            acc = _ci(paired_differences([_pooled_correct(s, high_arm, args) for s in have],
+                                         [_pooled_correct(s, low_arm, args) for s in have]), r)
+            if claim == "C6" and value > default:  # "about equal": an equivalence test
+                v_nll = equivalence_verdict(nll[1], nll[2], args.get("equivalence_nll", 0.01))
+                v_acc = equivalence_verdict(acc[1], acc[2], args.get("equivalence_accuracy", 0.05))
+                how = "about 0"
+            else:  # the default beats a lower value (C5, C6) and a higher p_sm is worse (C5)
+                better_high = value < default
+                v_nll = interval_verdict(nll[1], nll[2], "below" if better_high else "above")
+                v_acc = interval_verdict(acc[1], acc[2], "above" if better_high else "below")
+                how = "lower" if better_high else "higher"
+            parts["NLL"].append((f"{name}, held-out NLL (two passes; claimed {how}), {n} seeds", nll, v_nll, 4))
+            acc_how = {"lower": "higher", "higher": "lower"}.get(how, how)
+            parts["accuracy"].append((f"{name}, exact match pooled over budgets and orders (claimed {acc_how}), "
+                                      f"{n} seeds", acc, v_acc, 3))
+        for measure, items in parts.items():
+            verdict = combine([v for _, _, v, _ in items])
+            for text, ci, _, digits in items:
+                out.append(_row(claim, text, ci, f"{verdict} ({measure})", digits))
+    return out
+
+
+def _sweep_rows(seeds: List[Dict], r: int) -> List[Dict]:
+    """C7: SM - binary exact match pooled over the decoding sweep's settings."""
+    have = [s for s in seeds if "sweep" in s.get("generation", {})]
+    if not have:
+        return []
+    names = list(have[0]["generation"]["sweep"])
+    correct = {arm: [[c for name in names for c in s["generation"]["sweep"][name][arm]["correct"]] for s in have]
+               for arm in ("sm", "binary")}
+    ci = _ci(paired_differences(correct["sm"], correct["binary"]), r)
+    speed = {arm: statistics.fmean(s["generation"]["sweep"][n][arm]["tokens_per_s"] for s in have for n in names)
+             for arm in ("sm", "binary")}
+    nfe = {arm: statistics.fmean(s["generation"]["sweep"][n][arm]["nfe"] for s in have for n in names)
+           for arm in ("sm", "binary")}
+    text = (f"tasks: exact match SM - binary over {len(names)} decoding settings (blocks x KV cache x fixed steps / "
+            f"threshold), {len(have)} seeds; mean NFE {nfe['sm']:.1f} / {nfe['binary']:.1f}, "
+            f"tokens/s {speed['sm']:.0f} / {speed['binary']:.0f} (SM / binary)")
+    return [_row("C7", text, ci, interval_verdict(ci[1], ci[2], "above"), 3)]
+
+
+def _schedule_rows(args: Dict, seeds: List[Dict], r: int) -> List[Dict]:
+    """C8: sm_then_binary - binary_then_sm at NFE 1/4, or at the lowest budget where they differ."""
+    have = [s for s in seeds if "schedules" in s.get("generation", {})]
+    if not have:
+        return []
+    sched = have[0]["generation"]["schedules"]
+    alg0 = args["task_algs"][0]
+
+    def cell(s, name, b):
+        return s["generation"]["schedules"][name]
+
+    def differ(b):  # steps >= 1 (step 0 has no feedback) with another factor
+        a, c = (sched[name][alg0][str(b)]["factors"][1:] for name in ("sm_then_binary", "binary_then_sm"))
+        return a != c
+
+    budgets = sorted(args["nfe_budgets"])
+    usable = [b for b in budgets if differ(b)]
+    if not usable:
+        return [{"claim": "C8", "measure": "", "ci": None, "digits": 3,
+                 "verdict": "not testable here (at every budget the two schedules give the same factor at every "
+                            "step after the first, which has no feedback; the answers need more steps)"}]
+    b = 0.25 if 0.25 in usable else usable[0]
+    steps = sched["sm_then_binary"][alg0][str(b)]["steps"]
+    note = "" if b == 0.25 or 0.25 not in budgets else (
+        f"; at NFE 1/4 ({sched['sm_then_binary'][alg0]['0.25']['steps']} steps) both schedules decode alike")
+    correct = {name: [[c for alg in args["task_algs"] for c in cell(s, name, b)[alg][str(b)]["correct"]]
+                      for s in have] for name in ("sm_then_binary", "binary_then_sm")}
+    ci = _ci(paired_differences(correct["sm_then_binary"], correct["binary_then_sm"]), r)
+    text = (f"tasks, SM arm: exact match sm_then_binary - binary_then_sm at NFE {b:g} ({steps} steps), "
+            f"orders pooled, {len(have)} seeds{note}")
+    return [_row("C8", text, ci, interval_verdict(ci[1], ci[2], "above"), 3)]

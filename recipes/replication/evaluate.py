@@ -32,14 +32,26 @@ Exact-match accuracy (structured corpus, `evaluate_task`). Each prompt's last `t
 are the only correct continuation (`replication.data.structured_prompts`). Each arm regenerates them
 greedily (temperature 0) at each NFE budget with each unmasking order in `task_algs` (`origin`:
 random positions; `entropy`: the most confident first), and `exact_match` scores 1 or 0 per prompt.
+
+Decoding sweep (task corpus, claim C7, `evaluate_decoding_sweep`): the binary and SM arms decode the
+same prompts with semi-autoregressive blocks (`sweep_block_lengths`), with and without the prefix KV
+cache, at fixed steps (`sweep_nfe_budget`) and with a confidence threshold (`sweep_thresholds`); per
+setting the exact match per prompt, the forward passes (NFE) and tokens per second.
+
+Schedules (task corpus, claim C8, `evaluate_schedules`): the SM arm decodes with SM only in the first
+80% of the steps (`sm_then_binary`, t' = 0.2) and only in the last 80% (`binary_then_sm`, t' = 0.8),
+paper B.4.1, at every NFE budget; each cell keeps the per-step schedule factors, so the claims code
+can tell where the two schedules decode alike (few steps: step 0 never has feedback).
 """
 
 import statistics
+import time
 from collections import Counter
 from typing import Dict, List
 
 import torch
 
+from sm_dream.model.soft_masking import schedule_factor
 from sm_dream.training.losses import sm_two_pass_loss
 from sm_dream.training.noise import sample_noise
 
@@ -177,4 +189,78 @@ def evaluate_task(models: Dict, data: Dict, args, seed: int, log=print) -> Dict:
                                                   "by_family": by_family, "steps": max(1, round(n * budget))}
                 log(f"  task {arm} {alg} budget {budget}: accuracy {statistics.fmean(correct):.3f} "
                     + " ".join(f"{f} {v:.2f}" for f, v in by_family.items()))
+    return results
+
+
+SCHEDULES = ("sm_then_binary", "binary_then_sm")  # C8: early SM, late SM (paper B.4.1)
+
+
+def _task_reference(data: Dict, args):
+    from tokenizers import Tokenizer
+
+    windows = data["gen_windows"]  # (g, seq_len)
+    n = data.get("new_tokens", args.task_new_tokens)
+    return Tokenizer.from_str(data["tokenizer"]), windows, n, windows.shape[1] - n
+
+
+def _scores(tokenizer, sequences: torch.Tensor, windows: torch.Tensor, prompt_length: int) -> List[int]:
+    return [exact_match(tokenizer, g, r) for g, r in
+            zip(sequences[:, prompt_length:].tolist(), windows[:, prompt_length:].tolist())]
+
+
+@torch.no_grad()
+def evaluate_decoding_sweep(models: Dict, data: Dict, args, log=print) -> Dict:
+    """C7: {setting name: {arm: {"correct", "accuracy", "nfe", "seconds", "tokens_per_s"}, "settings"}}:
+    block length x KV cache (off, prefix) x (fixed steps at `sweep_nfe_budget`, or each threshold),
+    greedy, `sweep_alg` unmasking; the arms decode the same prompts with the same settings."""
+    tokenizer, windows, n, prompt_length = _task_reference(data, args)
+    results = {}
+    for block in sorted({min(b, n) for b in args.sweep_block_lengths}):  # a block longer than N is one block
+        for cache in (False, True):
+            for threshold in [None] + list(args.sweep_thresholds):
+                settings = dict(block_length=block, use_cache=cache, threshold=threshold)
+                if threshold is None:
+                    settings["nfe_budget"] = args.sweep_nfe_budget
+                name = f"block {settings['block_length']}, cache {'on' if cache else 'off'}, " + (
+                    f"NFE {args.sweep_nfe_budget:g}" if threshold is None else f"threshold {threshold:g}")
+                cell = {"settings": settings}
+                for arm, model in models.items():
+                    model.eval()
+                    start = time.perf_counter()
+                    out = model.diffusion_generate(
+                        windows[:, :prompt_length], max_new_tokens=n, soft_masking=arm != "binary",
+                        alg=args.sweep_alg, temperature=0.0, return_dict_in_generate=True, **settings)
+                    seconds = time.perf_counter() - start
+                    correct = _scores(tokenizer, out.sequences, windows, prompt_length)
+                    cell[arm] = {"correct": correct, "accuracy": statistics.fmean(correct), "nfe": int(out.nfe),
+                                 "seconds": seconds, "tokens_per_s": windows.shape[0] * n / seconds}
+                results[name] = cell
+                log(f"  sweep {name}: " + ", ".join(
+                    f"{arm} {cell[arm]['accuracy']:.3f} (NFE {cell[arm]['nfe']}, {cell[arm]['tokens_per_s']:.0f} tok/s)"
+                    for arm in models))
+    return results
+
+
+@torch.no_grad()
+def evaluate_schedules(model, data: Dict, args, seed: int, log=print) -> Dict:
+    """C8: {schedule: {alg: {budget: {"correct", "accuracy", "steps", "factors", "threshold"}}}} of the SM
+    arm `model`, greedy; `factors` is the schedule's factor on lambda at each step (step 0: no feedback)."""
+    tokenizer, windows, n, prompt_length = _task_reference(data, args)
+    results = {}
+    for schedule, threshold in zip(SCHEDULES, args.schedule_thresholds):
+        results[schedule] = {}
+        for a, alg in enumerate(args.task_algs):
+            results[schedule][alg] = {}
+            for i, budget in enumerate(args.nfe_budgets):
+                model.eval()
+                sequences = model.diffusion_generate(
+                    windows[:, :prompt_length], max_new_tokens=n, nfe_budget=budget, soft_masking=True,
+                    sm_schedule=schedule, sm_threshold=threshold, alg=alg, temperature=0.0,
+                    generator=torch.Generator().manual_seed(1000 * seed + 10 * a + i))
+                steps = max(1, round(n * budget))
+                correct = _scores(tokenizer, sequences, windows, prompt_length)
+                results[schedule][alg][str(budget)] = {
+                    "correct": correct, "accuracy": statistics.fmean(correct), "steps": steps, "threshold": threshold,
+                    "factors": [schedule_factor(schedule, s, steps, threshold) for s in range(steps)]}
+                log(f"  schedule {schedule} {alg} budget {budget}: accuracy {statistics.fmean(correct):.3f}")
     return results

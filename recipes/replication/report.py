@@ -176,7 +176,74 @@ def corpus_section(name: str, corpus: Dict, args: Dict) -> List[str]:
         lines += generation_section(corpus, args)
     else:
         lines += task_section(corpus, args, name)
+    if name == "tasks":
+        lines += ablation_section(corpus, args) + sweep_section(corpus) + schedule_section(corpus, args)
     return lines
+
+
+def ablation_section(corpus: Dict, args: Dict) -> List[str]:
+    """C5 / C6: every trained arm of the seeds that have the ablation arms (mean over those seeds)."""
+    seeds = seeds_of(corpus)
+    trained = [a for a in seeds[0] if isinstance(seeds[0][a], dict) and "settings" in seeds[0][a]]
+    arms = [a for a in ARM_NAMES if a in trained] + sorted(a for a in trained if a not in ARM_NAMES)
+    if len(arms) <= len(ARM_NAMES):
+        return []
+    have = [s for s in seeds if all(a in s for a in arms)]
+    budgets = [str(b) for b in args["nfe_budgets"]]
+    lines = [f"### Ablation arms (claims C5, C6): {len(have)} seeds", "",
+             "Held-out NLL with two passes (one pass for the binary arm); exact match per NFE budget, "
+             f"{' / '.join(args['task_algs'])} unmasking, mean over the seeds.", "",
+             "| arm | p_sm | k | held-out NLL | " + " | ".join(f"NFE {budget_label(float(b))}" for b in budgets) + " |",
+             "| --- | --- | --- | --- | " + " | ".join("---" for _ in budgets) + " |"]
+    for arm in arms:
+        settings = have[0][arm]["settings"]
+        key = "nll_binary" if settings["p_sm"] == 0 else "nll_sm"
+        acc = [" / ".join(f"{statistics.fmean(s['generation'][arm][alg][b]['accuracy'] for s in have):.3f}"
+                          for alg in args["task_algs"]) for b in budgets]
+        lines.append(f"| {arm} | {settings['p_sm']:g} | {settings['sm_top_k']} | "
+                     f"{fmt([s[arm]['final'][key] for s in have])} | " + " | ".join(acc) + " |")
+    return lines + [""]
+
+
+def sweep_section(corpus: Dict) -> List[str]:
+    """C7: per decoding setting, accuracy, NFE and tokens/s of both arms (mean over seeds)."""
+    seeds = [s for s in seeds_of(corpus) if "sweep" in s.get("generation", {})]
+    if not seeds:
+        return []
+    lines = [f"### Decoding sweep (claim C7): {len(seeds)} seeds, greedy", "",
+             "Tokens/s: generated tokens / wall seconds of the call, one thread, on a shared machine (noisy).", "",
+             "| setting | binary | SM | SM - binary | NFE binary / SM | tokens/s binary / SM |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name in seeds[0]["generation"]["sweep"]:
+        cell = {arm: [s["generation"]["sweep"][name][arm] for s in seeds] for arm in ARM_NAMES}
+        mean = {arm: {k: statistics.fmean(c[k] for c in cell[arm]) for k in ("accuracy", "nfe", "tokens_per_s")}
+                for arm in ARM_NAMES}
+        lines.append(f"| {name} | {mean['binary']['accuracy']:.3f} | {mean['sm']['accuracy']:.3f} | "
+                     f"{mean['sm']['accuracy'] - mean['binary']['accuracy']:+.3f} | "
+                     f"{mean['binary']['nfe']:.2f} / {mean['sm']['nfe']:.2f} | "
+                     f"{mean['binary']['tokens_per_s']:.0f} / {mean['sm']['tokens_per_s']:.0f} |")
+    return lines + [""]
+
+
+def schedule_section(corpus: Dict, args: Dict) -> List[str]:
+    """C8: the SM arm's exact match with SM in the first or the last 80% of the steps."""
+    seeds = [s for s in seeds_of(corpus) if "schedules" in s.get("generation", {})]
+    if not seeds:
+        return []
+    lines = [f"### SM schedules (claim C8): SM arm, {len(seeds)} seeds, greedy", "",
+             "Factors: the schedule's factor on lambda at each step (step 0 has no feedback to scale).", "",
+             "| unmasking | NFE budget | steps | factors sm_then_binary / binary_then_sm | sm_then_binary | "
+             "binary_then_sm | SM, no schedule |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for alg in args["task_algs"]:
+        for b in args["nfe_budgets"]:
+            cells = {n: [s["generation"]["schedules"][n][alg][str(b)] for s in seeds]
+                     for n in ("sm_then_binary", "binary_then_sm")}
+            plain = statistics.fmean(s["generation"]["sm"][alg][str(b)]["accuracy"] for s in seeds)
+            factors = " / ".join(",".join(f"{f:g}" for f in cells[n][0]["factors"]) for n in cells)
+            lines.append(f"| {alg} | {budget_label(b)} | {cells['sm_then_binary'][0]['steps']} | {factors} | "
+                         + " | ".join(f"{statistics.fmean(c['accuracy'] for c in cells[n]):.3f}" for n in cells)
+                         + f" | {plain:.3f} |")
+    return lines + [""]
 
 
 QUICK_NOTE = ("**Pipeline check (`--quick`): a few steps on a tiny model, to show that every stage runs. "

@@ -8,13 +8,15 @@ Per corpus (`--corpora stdlib structured`):
    code-like lines whose continuations can be checked exactly; a BPE trained on the fly.
 2. Pretraining: a tiny Dream-architecture model from scratch with binary masking.
 3. Continuation, per seed, two arms from the same checkpoint for the same steps, with the same data
-   order and the same noise draws: `binary` (p_sm = 0) and `sm` (p_sm = 0.8, k = 3). Both train with
+   order and the same noise draws: `binary` (p_sm = 0) and `sm` (p_sm = 0.8, k = 3); with claims C5 / C6
+   the task corpus's first `ablation_seeds` seeds add SM arms with another p_sm or k (`arm_settings`). Both train with
    `sm_dream.training.losses.sm_two_pass_loss` (the one training step), t ~ U(t_low, t_high) per sample, and
    AdamW with two groups (backbone lr, SM lr, no weight decay on either).
 4. Evaluation (`replication.evaluate`): held-out diffusion NLL per window (two passes for SM, as the
    paper measures it) averaged over the last `final_evals` evaluations, w_s / w_a / w_b over steps,
    and generation at NFE budgets 1/4, 1/2, 1: NLL of sampled continuations (stdlib) or exact-match
-   accuracy of greedy continuations with `origin` and `entropy` unmasking (structured).
+   accuracy of greedy continuations with `origin` and `entropy` unmasking (structured, tasks); with
+   claims C7 / C8 a decoding sweep (blocks, KV cache, threshold) and the SM arm under two SM schedules.
 5. Statistics and report (`replication.stats`, `replication.report`): paired per-window / per-prompt
    differences with bootstrap intervals over prompts and seeds; results.json, report.md, report.png.
 
@@ -24,6 +26,7 @@ seed, each seed's generation), so the two cores stay busy; the results do not de
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import functools
 import json
@@ -60,13 +63,13 @@ from .data import (
     train_tokenizer,
     window_order,
 )
-from .evaluate import evaluate_generation, evaluate_task, heldout_nll_rows
+from .evaluate import evaluate_decoding_sweep, evaluate_generation, evaluate_schedules, evaluate_task, heldout_nll_rows
 from .report import write_report
 
 CORPORA = ("stdlib", "structured", "tasks")
-# claim -> the corpora whose runs test it (empty: not run here; docs/replication.md says why)
+# claim -> the corpora whose runs test it (C5-C8 add arms or decoding runs to the task corpus)
 CLAIM_CORPORA = {"C1": ("stdlib", "structured"), "C2": ("stdlib", "structured"), "C3": ("stdlib",),
-                 "C4": ("tasks",), "C5": (), "C6": (), "C7": (), "C8": ()}
+                 "C4": ("tasks",), "C5": ("tasks",), "C6": ("tasks",), "C7": ("tasks",), "C8": ("tasks",)}
 
 
 @dataclass
@@ -103,8 +106,22 @@ class ReplicationArgs:
     task_eval_every: int = 200
     task_eval_windows: int = 32
     # ---- claims of the paper to test (docs/replication.md); they select the corpora: C1-C3 stdlib and
-    # structured, C4 tasks; C5-C8 are listed in the claims table as not run
-    claims: List[str] = field(default_factory=list)  # empty = the corpora in `corpora`
+    # structured, C4-C8 tasks; C5 / C6 add trained ablation arms, C7 / C8 decoding runs on the task models
+    claims: List[str] = field(default_factory=list)  # empty = the corpora in `corpora` (no ablations)
+    # C5 / C6: extra SM arms of the task corpus (p_sm values besides p_sm; top-k values besides sm_top_k),
+    # trained for the first `ablation_seeds` seeds only (they cost one arm each per seed)
+    ablation_p_sm: List[float] = field(default_factory=lambda: [0.5, 1.0])
+    ablation_top_k: List[int] = field(default_factory=lambda: [1, 5])
+    ablation_seeds: int = 3
+    equivalence_nll: float = 0.01  # C6 "k 5 about k 3": |difference| within this (nats/token) ...
+    equivalence_accuracy: float = 0.05  # ... or this (exact-match share)
+    # C7: decoding sweep of the task models (binary and SM arm): block lengths x KV cache x threshold
+    sweep_block_lengths: List[int] = field(default_factory=lambda: [2, 3, 6])
+    sweep_thresholds: List[float] = field(default_factory=lambda: [0.9])  # confidence threshold (Fast-dLLM)
+    sweep_nfe_budget: float = 0.5  # the fixed-step runs of the sweep (threshold off)
+    sweep_alg: str = "entropy"
+    # C8: stepwise SM schedules (paper B.4.1): SM in the first 80% of steps vs in the last 80%
+    schedule_thresholds: List[float] = field(default_factory=lambda: [0.2, 0.8])  # sm_then_binary, binary_then_sm
     # ---- model (Dream architecture)
     hidden_size: int = 64
     intermediate_size: int = 192
@@ -164,6 +181,12 @@ class ReplicationArgs:
         if not 0 <= self.cooldown_steps <= self.continue_steps:
             raise ValueError(f"cooldown_steps={self.cooldown_steps} must lie in "
                              f"[0, continue_steps={self.continue_steps}].")
+        if any(not 0 <= p <= 1 for p in self.ablation_p_sm) or any(k < 1 for k in self.ablation_top_k):
+            raise ValueError(f"ablation_p_sm={self.ablation_p_sm} must lie in [0, 1] and "
+                             f"ablation_top_k={self.ablation_top_k} be >= 1.")
+        if any(b < 1 for b in self.sweep_block_lengths) or not 0 < self.sweep_nfe_budget <= 1:
+            raise ValueError(f"sweep_block_lengths={self.sweep_block_lengths} must be >= 1 and "
+                             f"sweep_nfe_budget={self.sweep_nfe_budget} lie in (0, 1].")
         if self.eval_every < 1 or self.log_every < 1 or self.final_evals < 1:
             raise ValueError(f"eval_every={self.eval_every}, log_every={self.log_every} and "
                              f"final_evals={self.final_evals} must be >= 1.")
@@ -202,7 +225,28 @@ def claim_corpora(args: ReplicationArgs) -> List[str]:
     return [c for c in CORPORA if c in wanted]
 
 
-ARMS = {"binary": 0.0, "sm": None}  # arm name -> p_sm (None = args.p_sm)
+ARMS = ("binary", "sm")  # the two arms of every corpus and seed
+
+
+def arm_settings(args: ReplicationArgs, corpus_name: str, seed: int) -> Dict[str, Dict]:
+    """{arm: {"p_sm", "sm_top_k"}} of one (corpus, seed): binary (p_sm 0) and sm (p_sm, sm_top_k), and
+    on the task corpus, for the first `ablation_seeds` seeds, C5's arms `sm_p<p>` (another p_sm) and C6's
+    arms `sm_k<k>` (another top-k) when those claims are requested."""
+    arms = {"binary": {"p_sm": 0.0, "sm_top_k": args.sm_top_k}, "sm": {"p_sm": args.p_sm, "sm_top_k": args.sm_top_k}}
+    if corpus_name != "tasks" or seed not in args.seeds[: args.ablation_seeds]:
+        return arms
+    if "C5" in args.claims:
+        arms.update({f"sm_p{p:g}": {"p_sm": p, "sm_top_k": args.sm_top_k} for p in args.ablation_p_sm})
+    if "C6" in args.claims:
+        arms.update({f"sm_k{k}": {"p_sm": args.p_sm, "sm_top_k": k} for k in args.ablation_top_k})
+    return arms
+
+
+def arm_config(config, settings: Dict):
+    """A copy of the pretrained model's config with the arm's top-k (read by the loss and the decoder)."""
+    config = copy.deepcopy(config)
+    config.sm_top_k = settings["sm_top_k"]
+    return config
 
 
 def build_model(args: ReplicationArgs, vocab_size: int, eos_id: int, mask_id: int) -> SoftMaskDreamForDiffusionLM:
@@ -365,7 +409,7 @@ def _run(args: ReplicationArgs, out: Path, log, command: str) -> Dict:
     datasets = {}
     corpora = claim_corpora(args)
     if not corpora:
-        raise ValueError(f"claims={args.claims} need no corpus run here; add one of C1-C4.")
+        raise ValueError(f"claims={args.claims} need no corpus run here; add one of C1-C8.")
     results["args"]["corpora"] = corpora
     for name in corpora:
         datasets[name] = data = prepare_data(corpus_args(args, name), name)
@@ -389,25 +433,26 @@ def _run(args: ReplicationArgs, out: Path, log, command: str) -> Dict:
                 if kind == "pretrain":  # -> every (seed, arm) continuation
                     bases[name], res["pretrain"], results["timing"][f"{name}_pretrain_s"] = value
                     for seed in args.seeds:
-                        for arm in ARMS:
+                        for arm, settings in arm_settings(args, name, seed).items():
                             job = pool.submit(continue_arm, bases[name], data["train"], data["eval_windows"],
-                                              corpus_args(args, name),
-                                              arm, seed, _job_log(log, f"{name} seed {seed}, {arm}", args.workers))
+                                              corpus_args(args, name), settings, seed,
+                                              _job_log(log, f"{name} seed {seed}, {arm}", args.workers))
                             pending[job] = ("arm", name, seed, arm)
                 elif kind == "arm":  # -> the seed's generation once both arms are done
                     seed, arm = key
                     state, history, final, seconds = value
-                    res["seeds"][str(seed)][arm] = {"history": history, "final": final}
+                    settings = arm_settings(args, name, seed)
+                    res["seeds"][str(seed)][arm] = {"history": history, "final": final, "settings": settings[arm]}
                     results["timing"][f"{name}_seed{seed}_{arm}_s"] = seconds
                     arms.setdefault((name, seed), {})[arm] = state
                     if seed == args.seeds[0]:  # kept for checks on trained models (docs/replication.md)
-                        save_model(out / "models" / name / arm, bases[name][0], state, data)
-                    if len(arms[(name, seed)]) == len(ARMS):
+                        save_model(out / "models" / name / arm, arm_config(bases[name][0], settings[arm]), state, data)
+                    if len(arms[(name, seed)]) == len(settings):
                         slim = {k: data[k] for k in ("name", "tokenizer", "eos_id", "mask_id", "gen_windows", "corpus",
                                                       "new_tokens") if k in data}
                         job = pool.submit(generation_job, bases[name][0], arms.pop((name, seed)), slim,
                                           corpus_args(args, name), seed,
-                                          _job_log(log, f"{name} seed {seed}, generation", args.workers))
+                                          _job_log(log, f"{name} seed {seed}, generation", args.workers), settings)
                         pending[job] = ("generation", name, seed)
                 else:
                     (seed,) = key
@@ -445,14 +490,14 @@ def pretrain(data: Dict, args: ReplicationArgs, log=print) -> Tuple[Tuple, Dict,
 
 
 def continue_arm(base: Tuple, train: torch.Tensor, eval_windows: torch.Tensor, args: ReplicationArgs,
-                 arm: str, seed: int, log=print) -> Tuple[Dict, List[Dict], Dict, float]:
-    """One arm of one seed, continued from the pretrained (config, state_dict) `base`:
-    (final state_dict, history, final values, seconds)."""
+                 settings: Dict, seed: int, log=print) -> Tuple[Dict, List[Dict], Dict, float]:
+    """One arm of one seed, continued from the pretrained (config, state_dict) `base` with the arm's
+    `settings` (`arm_settings`: p_sm, sm_top_k): (final state_dict, history, final values, seconds)."""
     torch.set_num_threads(args.threads)
     start = time.time()
-    p_sm = args.p_sm if ARMS[arm] is None else ARMS[arm]
-    log(f"{args.continue_steps} steps, p_sm {p_sm}")
-    model = SoftMaskDreamForDiffusionLM(base[0])
+    p_sm = settings["p_sm"]
+    log(f"{args.continue_steps} steps, p_sm {p_sm}, k {settings['sm_top_k']}")
+    model = SoftMaskDreamForDiffusionLM(arm_config(base[0], settings))
     model.load_state_dict(base[1])
     evaluate = make_evaluator(eval_windows, args, soft=p_sm > 0, log=log)
     history, final = summarize(train_phase(model, train, args, args.continue_steps, p_sm, seed, evaluate,
@@ -460,19 +505,26 @@ def continue_arm(base: Tuple, train: torch.Tensor, eval_windows: torch.Tensor, a
     return model.state_dict(), history, final, time.time() - start
 
 
-def generation_job(config, states: Dict, data: Dict, args: ReplicationArgs, seed: int, log=print) -> Tuple[Dict, float]:
-    """(generation results, seconds) of one seed's two arms: sampled continuations scored by the
-    seed's binary model (stdlib), or exact-match accuracy of greedy continuations (structured)."""
+def generation_job(config, states: Dict, data: Dict, args: ReplicationArgs, seed: int, log=print,
+                   settings: Optional[Dict] = None) -> Tuple[Dict, float]:
+    """(generation results, seconds) of one seed's arms: sampled continuations scored by the seed's
+    binary model (stdlib), or exact-match accuracy of greedy continuations (structured, tasks); on the
+    task corpus also C7's decoding sweep and C8's schedules when those claims are requested. Each
+    arm's model gets its own top-k from `settings` (`arm_settings`)."""
     torch.set_num_threads(args.threads)
     start = time.time()
     models = {}
-    for arm, state in states.items():
-        models[arm] = SoftMaskDreamForDiffusionLM(config)
-        models[arm].load_state_dict(state)
+    for arm in [a for a in ARMS if a in states] + sorted(a for a in states if a not in ARMS):
+        models[arm] = SoftMaskDreamForDiffusionLM(arm_config(config, settings[arm]) if settings else config)
+        models[arm].load_state_dict(states[arm])
     if data["name"] == "stdlib":
         generation = evaluate_generation(models, data, args, seed, log)
     else:
         generation = evaluate_task(models, data, args, seed, log)
+    if data["name"] == "tasks" and "C7" in args.claims:
+        generation["sweep"] = evaluate_decoding_sweep({a: models[a] for a in ARMS}, data, args, log)
+    if data["name"] == "tasks" and "C8" in args.claims:
+        generation["schedules"] = evaluate_schedules(models["sm"], data, args, seed, log)
     return generation, time.time() - start
 
 
