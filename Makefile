@@ -29,7 +29,7 @@ test-latest test-oldest: test-%: install
 	rm -rf .venv-$*
 	$(PYTHON) -m venv .venv-$*
 	scripts/install.sh .venv-$*/bin/python $*
-	.venv-$*/bin/python -m pip list 2>/dev/null | grep -i -E "^(torch|transformers|peft|accelerate|datasets|deepspeed|lm.eval|tokenizers|safetensors|numpy) "
+	.venv-$*/bin/python -m pip list 2>/dev/null | grep -i -E "^(torch|transformers|huggingface.hub|peft|accelerate|datasets|deepspeed|lm.eval|tokenizers|safetensors|numpy) "
 	.venv-$*/bin/python -m pytest -q -m "not slow" tests
 	rm -rf .carried-code && $(PY) scripts/check_carried_code.py save .carried-code
 	.venv-$*/bin/python scripts/check_carried_code.py load .carried-code

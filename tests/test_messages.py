@@ -207,13 +207,19 @@ def test_greedy_with_top_p_or_top_k_warns_that_they_only_cost_speed():
 
 def test_recipes_go_offline_when_the_hub_does_not_answer(monkeypatch, capsys):
     import huggingface_hub.constants
+    import transformers.utils.hub
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    if hasattr(transformers.utils.hub, "_is_offline_mode"):  # transformers 4.x's copy, taken at import
+        monkeypatch.setattr(transformers.utils.hub, "_is_offline_mode", False)
+    assert not transformers.utils.hub.is_offline_mode()
     monkeypatch.setattr(finetune, "hub_reachable", lambda timeout=finetune.HUB_PROBE_SECONDS: False)
     assert finetune.offline_when_hub_unreachable() is True
-    assert os.environ["HF_HUB_OFFLINE"] == "1" and huggingface_hub.constants.is_offline_mode()
+    # what huggingface_hub (every release) and transformers (4.x and 5.x) read when they are asked to download
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and huggingface_hub.constants.HF_HUB_OFFLINE is True
+    assert transformers.utils.hub.is_offline_mode()
     assert "Hub is unreachable: running offline (HF_HUB_OFFLINE=1)" in capsys.readouterr().err
     # an explicit setting is the user's: no probe, no change
     monkeypatch.setattr(finetune, "hub_reachable", lambda timeout=0: pytest.fail("probed"))

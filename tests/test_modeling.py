@@ -257,21 +257,30 @@ def test_config_class_is_the_registered_one():
     assert AutoConfig.for_model("Dream").__class__ is SoftMaskDreamConfig
 
 
-def test_the_modeling_file_names_every_carried_module(tmp_path):
-    """transformers 4.x copies into its module cache only the modules that the modeling file imports
-    relatively itself; the saved folder must hold, and the modeling file must name, every model module."""
-    import re
+def test_every_auto_map_file_names_every_module_it_needs(tmp_path):
+    """transformers 4.x copies into its module cache only the modules that an `auto_map` file imports
+    relatively itself, then reads every module of its relative-import closure (FileNotFoundError for a
+    module imported only by another carried module); 5.x copies the closure. So each entry point's own
+    relative imports must be its whole closure, measured with transformers' own import scanners, and
+    the saved folder must hold every model module, each one reachable from an entry point."""
     from pathlib import Path
+
+    from transformers.dynamic_module_utils import get_relative_import_files, get_relative_imports
 
     import sm_dream.model as model_package
 
-    folder = Path(model_package.__file__).parent
-    carried = {p.stem for p in folder.glob("*.py")} - {"__init__", "modeling_sm_dream"}
-    source = (folder / "modeling_sm_dream.py").read_text()
-    named = set(re.findall(r"^\s*from\s+\.(\S+)\s+import", source, flags=re.MULTILINE))
-    assert named == carried, f"modeling_sm_dream.py should import {sorted(carried - named)} relatively"
     _model().save_pretrained(tmp_path)
-    assert {p.stem for p in tmp_path.glob("*.py")} == carried | {"modeling_sm_dream"}
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    entries = {reference.split(".")[0] for reference in auto_map.values()}
+    assert entries == {"configuration_sm_dream", "modeling_sm_dream"}
+    reachable = set(entries)
+    for entry in sorted(entries):
+        closure = {Path(f).stem for f in get_relative_import_files(tmp_path / f"{entry}.py")}
+        direct = set(get_relative_imports(tmp_path / f"{entry}.py"))
+        assert direct == closure, f"{entry}.py should also import {sorted(closure - direct)} relatively"
+        reachable |= closure
+    package = {p.stem for p in Path(model_package.__file__).parent.glob("*.py")} - {"__init__"}
+    assert {p.stem for p in tmp_path.glob("*.py")} == package == reachable
 
 
 def test_generation_config_is_ours_built_or_loaded(tmp_path):

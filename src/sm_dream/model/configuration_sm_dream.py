@@ -4,7 +4,7 @@
 `SoftMaskDreamConfig` reads the released Dream `config.json` files unchanged (`model_type: "Dream"`)
 and adds the soft-masking (SM) fields, all prefixed `sm_`. This file is copied into every saved
 checkpoint, so it imports only `transformers`, the standard library and its sibling `soft_masking`
-(whose schedule table names the valid `sm_schedule` values).
+(whose schedule table names the valid `sm_schedule` values), with that sibling's own import `row_ops`.
 """
 
 import math
@@ -13,6 +13,11 @@ import numbers
 from transformers import PretrainedConfig
 
 from .soft_masking import SM_SCHEDULE_FUNCTIONS
+
+# `soft_masking`'s own sibling, named here too: transformers 4.x copies into its module cache only the
+# files that an `auto_map` file imports relatively itself (not their imports in turn), and this file is
+# `auto_map`'s AutoConfig entry, loaded first. tests/test_modeling.py keeps this complete.
+from .row_ops import row_topk  # noqa: F401, E402
 
 SM_SCHEDULES = tuple(SM_SCHEDULE_FUNCTIONS)  # the names of the one schedule table, in its order
 

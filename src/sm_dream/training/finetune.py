@@ -256,8 +256,12 @@ def offline_when_hub_unreachable() -> bool:
         return False
     import huggingface_hub.constants
 
+    import transformers.utils.hub
+
     os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
-    huggingface_hub.constants.HF_HUB_OFFLINE = True
+    huggingface_hub.constants.HF_HUB_OFFLINE = True  # read per call by huggingface_hub (and transformers 5)
+    if hasattr(transformers.utils.hub, "_is_offline_mode"):  # transformers 4.x: a copy taken at import
+        transformers.utils.hub._is_offline_mode = True
     if "datasets" in sys.modules:
         sys.modules["datasets"].config.HF_HUB_OFFLINE = True
     if is_main_process():
