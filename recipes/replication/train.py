@@ -99,7 +99,7 @@ class ReplicationArgs:
     task_hidden_size: int = 96
     task_num_hidden_layers: int = 3
     task_batch_size: int = 16
-    task_pretrain_steps: int = 4000  # 2000 left the 6-symbol sort at 18-28% (docs/replication.md)
+    task_pretrain_steps: int = 8000  # 2000 / 4000 left the 6-symbol sort under 40% at NFE 1 (docs/replication.md)
     task_continue_steps: int = 400
     task_cooldown_steps: int = 100
     task_lr_backbone: float = 2e-3
