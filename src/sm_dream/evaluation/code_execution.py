@@ -403,11 +403,6 @@ def score(programs: Sequence[str], tests: Union[Tests, str], timeout: float = DE
             "contained": float(all(r.contained for r in results))}
 
 
-def pass_at_1(programs: Sequence[str], tests: Union[Tests, str] = "", timeout: float = DEFAULT_TIMEOUT_S) -> float:
-    """pass@1 of one problem from its n sampled programs, judged with `tests`: c / n."""
-    return score(programs, tests, timeout)["pass@1"]
-
-
 def code_before_fence(completion: str) -> str:
     """The completion up to the first closing ``` fence (all of it if there is none).
 
