@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from sm_dream import errors
+from sm_dream import errors, hub
 from sm_dream.errors import UserError, did_you_mean, positive_int
 from sm_dream.evaluation.eval_settings import GenerationSettings, slow_path_warning
-from sm_dream.training import finetune
 from sm_dream.training.configs import cost_warnings, gradient_accumulation_for, parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,22 +214,40 @@ def test_recipes_go_offline_when_the_hub_does_not_answer(monkeypatch, capsys):
     if hasattr(transformers.utils.hub, "_is_offline_mode"):  # transformers 4.x's copy, taken at import
         monkeypatch.setattr(transformers.utils.hub, "_is_offline_mode", False)
     assert not transformers.utils.hub.is_offline_mode()
-    monkeypatch.setattr(finetune, "hub_reachable", lambda timeout=finetune.HUB_PROBE_SECONDS: False)
-    assert finetune.offline_when_hub_unreachable() is True
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=hub.HUB_PROBE_SECONDS: False)
+    assert hub.offline_when_hub_unreachable() is True
     # what huggingface_hub (every release) and transformers (4.x and 5.x) read when they are asked to download
     assert os.environ["HF_HUB_OFFLINE"] == "1" and huggingface_hub.constants.HF_HUB_OFFLINE is True
     assert transformers.utils.hub.is_offline_mode()
     assert "Hub is unreachable: running offline (HF_HUB_OFFLINE=1)" in capsys.readouterr().err
     # an explicit setting is the user's: no probe, no change
-    monkeypatch.setattr(finetune, "hub_reachable", lambda timeout=0: pytest.fail("probed"))
-    assert finetune.offline_when_hub_unreachable() is False
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=0: pytest.fail("probed"))
+    assert hub.offline_when_hub_unreachable() is False
+
+
+def test_lm_eval_model_goes_offline_for_a_hub_id_when_the_hub_does_not_answer(monkeypatch, capsys):
+    import huggingface_hub.constants
+    import transformers.utils.hub
+
+    from sm_dream.evaluation.lm_eval_model import SMDreamLM
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    if hasattr(transformers.utils.hub, "_is_offline_mode"):
+        monkeypatch.setattr(transformers.utils.hub, "_is_offline_mode", False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=hub.HUB_PROBE_SECONDS: False)
+    with pytest.raises(ValueError, match="pretrained='no-such-org/no-such-model' / peft=None could not be loaded"):
+        SMDreamLM(pretrained="no-such-org/no-such-model", device="cpu")
+    assert "Hub is unreachable: running offline (HF_HUB_OFFLINE=1)" in capsys.readouterr().err
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
 
 
 def test_hub_probe_fails_fast_on_an_unreachable_endpoint(monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # discard port: refused
-    assert finetune.hub_reachable(timeout=1.0) is False
+    assert hub.hub_reachable(timeout=1.0) is False
 
 
 def test_quick_replication_report_says_it_is_a_pipeline_check():

@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from ..model.generation_utils import resolve_steps
 from ..errors import UserError, as_user_error, check_local_model_path, positive_int
+from ..hub import offline_when_hub_unreachable
 from .eval_settings import GenerationSettings, request_overrides, slow_path_warning
 from .lm_eval_distributed import DistributedLM
 
@@ -148,6 +149,8 @@ class SMDreamLM(DistributedLM):
         if (tokenizer is None and peft
                 and os.path.isfile(os.path.join(os.path.expanduser(str(peft)), "tokenizer_config.json"))):
             tokenizer = peft  # a training output folder carries the run's tokenizer
+        if any(name and not os.path.exists(os.path.expanduser(str(name))) for name in (pretrained, peft, tokenizer)):
+            offline_when_hub_unreachable()  # a Hub id: fail in seconds when the Hub does not answer
         super().__init__(device)
         self.pretrained, self.peft = str(pretrained), peft
         torch_dtype = DTYPES.get(dtype) or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
