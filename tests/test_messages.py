@@ -273,3 +273,16 @@ def test_quick_replication_report_says_it_is_a_pipeline_check():
     report._min_span(ax, 0.02)
     low, high = ax.get_ylim()
     assert low <= -0.01 and high >= 0.01
+
+
+def test_the_launcher_relay_installs_once_per_process(monkeypatch):
+    """accelerate's launcher imports torch.distributed.run as well: one marker folder, one excepthook."""
+    from sm_dream.evaluation import registration
+
+    monkeypatch.setattr(sys, "excepthook", sys.__excepthook__)
+    monkeypatch.delenv(registration.USER_ERROR_FILE, raising=False)
+    registration.relay_user_errors(None)
+    marker, hook = os.environ[registration.USER_ERROR_FILE], sys.excepthook
+    registration.relay_user_errors(None)
+    assert os.environ[registration.USER_ERROR_FILE] == marker and sys.excepthook is hook
+    assert os.path.isdir(os.path.dirname(marker)) and not os.path.exists(marker)

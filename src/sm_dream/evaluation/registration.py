@@ -114,9 +114,12 @@ def relay_user_errors(_launcher_module) -> None:
     status 2 instead of printing a traceback of the child's failure. Any other failure of the
     launcher keeps its traceback. Launchers have no option for this (`accelerate launch --quiet`
     exits 1 and hides internal errors too), hence the excepthook."""
+    import atexit
     import shutil
     import tempfile
 
+    if getattr(sys.excepthook, "sm_dream_relay", False):  # accelerate imports torch.distributed.run too
+        return
     folder = tempfile.mkdtemp(prefix="sm_dream_launch_")
     marker = os.path.join(folder, "user_error")
     os.environ[USER_ERROR_FILE] = marker  # the launchers copy os.environ into their children
@@ -131,9 +134,8 @@ def relay_user_errors(_launcher_module) -> None:
         sys.stderr.flush()
         os._exit(2)  # the child's `error:` line is the message; argparse's status for user errors
 
+    excepthook.sm_dream_relay = True
     sys.excepthook = excepthook
-    import atexit
-
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
 
 
